@@ -1,0 +1,83 @@
+"""The multi-exit model contract (see DESIGN.md, "Contracts").
+
+* ``forward(x)`` returns a list of logits tensors, one per exit, shallowest first.
+* ``forward(x, upto=k)`` computes only exits ``0..k`` (0-based) and returns ``k + 1`` tensors; no block
+  deeper than exit ``k`` runs. Attacks on a shallow exit rely on this for speed.
+* ``num_exits``, ``num_classes`` and ``input_size`` (C, H, W) are attributes.
+* Inputs are pixels in [0, 1]; normalization is the model's first layer, so attacks never see
+  normalized space.
+
+Exit indices are 0-based in code and configs (``exit:0`` is the shallowest exit); tables print them
+1-based ("exit 1") as the paper does.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from ..errors import UsageError
+
+
+class Normalize(nn.Module):
+    """Per-channel ``(x - mean) / std`` as the model's first layer."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+class MultiExitModel(nn.Module):
+    """Base class: subclasses implement :meth:`forward_exits` on normalized input."""
+
+    num_exits: int
+    num_classes: int
+    input_size: tuple[int, int, int]
+
+    def __init__(self, *, num_exits: int, num_classes: int, input_size: Sequence[int],
+                 mean: Sequence[float], std: Sequence[float]) -> None:
+        super().__init__()
+        self.num_exits = int(num_exits)
+        self.num_classes = int(num_classes)
+        self.input_size = tuple(int(v) for v in input_size)  # type: ignore[assignment]
+        self.normalize = Normalize(mean, std)
+
+    def check_upto(self, upto: int | None) -> int:
+        if upto is None:
+            return self.num_exits - 1
+        upto = int(upto)
+        if not 0 <= upto < self.num_exits:
+            raise UsageError(
+                f"exit index {upto} is out of range for a {self.num_exits}-exit model; "
+                f"use 0..{self.num_exits - 1} (0-based)"
+            )
+        return upto
+
+    def forward(self, x: torch.Tensor, upto: int | None = None) -> list[torch.Tensor]:
+        return self.forward_exits(self.normalize(x), self.check_upto(upto))
+
+    def forward_exits(self, x: torch.Tensor, upto: int) -> list[torch.Tensor]:  # pragma: no cover
+        raise NotImplementedError
+
+
+class ExitForward(nn.Module):
+    """Adapter: a single-output view of one exit (or of the exit-mean logits) for libraries such as
+    torchattacks, pyautoattack and fvcore that expect ``model(x) -> Tensor``."""
+
+    def __init__(self, model: MultiExitModel, exit: int | None = None) -> None:
+        super().__init__()
+        self.model = model
+        self.exit = model.num_exits - 1 if exit is None else model.check_upto(exit)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x, upto=self.exit)[self.exit]
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,321 @@
+"""One base for every attack on a multi-exit network (DESIGN.md, "Contracts" and "Attack settings").
+
+An attack is built from the registry with its config (a frozen dataclass whose defaults are the paper's)
+and called as ``attack(model, x, y) -> x_adv``. The base owns everything that is not the core loop:
+
+* **the objective over exits**, the string config field ``objective``:
+
+  - ``"exit:k"`` - single attack on exit ``k`` (0-based), paper Eq. 1. The model is called with
+    ``upto=k``, so no block deeper than exit ``k`` runs;
+  - ``"average"`` - the mean over exits of the *per-exit* loss (paper Eq. 3). It is not the loss of the
+    averaged logits;
+  - ``"max-average"`` - paper Eq. 2: one single attack per exit, then for each sample keep the candidate
+    whose loss averaged over *all* exits is largest (Triple-Wins' ``pgd_max``; DESIGN.md "Max-average
+    attack"). Selection uses the cross-entropy of Eq. 2, in one no-grad forward pass over all candidates;
+* the L-inf eps-ball projection and the [0, 1] clamp (:func:`project`);
+* the model's train/eval mode (config field ``mode``, ``"eval"`` by default): it is set for the attack and
+  every module's own ``training`` flag is restored afterwards, also when the attack raises;
+* seeding (config field ``seed``): randomness comes from a local :class:`torch.Generator`, so the global
+  RNG is untouched and the same seed gives the same ``x_adv``; ``seed=None`` draws a fresh seed;
+* validation: a bad config value or an exit index out of range raises
+  :class:`~neokd_bench.errors.UsageError` with a one-line message saying what to type instead.
+
+A subclass sets ``name`` and ``Config`` and implements :meth:`Attack.run` (one attack for one single-exit
+or ``average`` objective). It may override :meth:`Attack._candidates` to run the per-exit single attacks of
+max-average together (PGD does).
+
+Assumption (not in the paper): with ``mode="train"`` the attack's forward passes are ordinary
+training-mode passes, so BatchNorm running statistics are updated by them, as in Triple-Wins' code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Callable, ClassVar, Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import UsageError
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+"""Per-sample loss of one exit: ``(logits [N, C], y [N]) -> [N]``; larger is better for the attacker."""
+
+MODES = ("eval", "train")
+AMP_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+# ------------------------------------------------------------------------------------------------
+# Objective over exits
+# ------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Objective:
+    """A parsed ``objective`` string: ``kind`` is ``"exit"``, ``"average"`` or ``"max-average"``."""
+
+    kind: str
+    exit: int | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> "Objective":
+        hint = "use objective='max-average', 'average' or 'exit:K' with K a 0-based exit index"
+        if not isinstance(text, str):
+            raise UsageError(f"objective must be a string, got {text!r}; {hint}")
+        s = text.strip().lower()
+        if s in ("average", "max-average"):
+            return cls(s)
+        if s.startswith("exit:"):
+            idx = s[5:]
+            if idx.lstrip("-").isdigit():
+                k = int(idx)
+                if k < 0:
+                    raise UsageError(f"objective {text!r} has a negative exit index; {hint}")
+                return cls("exit", k)
+        raise UsageError(f"unknown objective {text!r}; {hint}")
+
+    def __str__(self) -> str:
+        return f"exit:{self.exit}" if self.kind == "exit" else self.kind
+
+    def check(self, model: nn.Module) -> None:
+        n = num_exits(model)
+        if self.kind == "exit" and not 0 <= int(self.exit) < n:  # type: ignore[arg-type]
+            raise UsageError(
+                f"objective 'exit:{self.exit}' is out of range for a {n}-exit model; "
+                f"use exit:0 .. exit:{n - 1} (0-based)"
+            )
+
+    def upto(self, model: nn.Module) -> int:
+        """Deepest exit this objective needs (the ``upto`` passed to the model)."""
+        return int(self.exit) if self.kind == "exit" else num_exits(model) - 1  # type: ignore[arg-type]
+
+
+def num_exits(model: nn.Module) -> int:
+    n = getattr(model, "num_exits", None)
+    if not isinstance(n, int) or n < 1:
+        raise UsageError(
+            f"{type(model).__name__} has no integer `num_exits`; attacks need a multi-exit model "
+            "(see neokd_bench.models.base.MultiExitModel)"
+        )
+    return n
+
+
+def cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per-sample cross-entropy in float32 (logits may come from an autocast region)."""
+    return F.cross_entropy(logits.float(), y, reduction="none")
+
+
+def per_exit_losses(outputs: Sequence[torch.Tensor], y: torch.Tensor, loss_fn: LossFn = cross_entropy
+                    ) -> torch.Tensor:
+    """``[len(outputs), N]``: the per-sample loss of every exit."""
+    return torch.stack([loss_fn(o, y) for o in outputs])
+
+
+def objective_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, objective: Objective,
+                   loss_fn: LossFn = cross_entropy) -> torch.Tensor:
+    """Per-sample loss ``[N]`` of a single-exit or ``average`` objective (Eqs. 1 and 3).
+
+    ``exit:k`` calls ``model(x, upto=k)`` so deeper blocks are not computed; ``average`` is the mean over
+    exits of the per-exit loss (not the loss of averaged logits).
+    """
+    if objective.kind == "exit":
+        k = int(objective.exit)  # type: ignore[arg-type]
+        return loss_fn(model(x, upto=k)[k], y)
+    if objective.kind == "average":
+        return per_exit_losses(model(x), y, loss_fn).mean(0)
+    raise ValueError("max-average is not a differentiable objective; run one attack per exit and select")
+
+
+@torch.no_grad()
+def select_max_average(model: nn.Module, candidates: torch.Tensor, y: torch.Tensor,
+                       loss_fn: LossFn = cross_entropy, amp_dtype: str | None = None
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Eq. 2 selection. ``candidates`` is ``[C, N, ...]`` (candidate ``k`` = single attack on exit ``k``).
+
+    One forward pass over all ``C * N`` candidates; per sample the candidate with the largest loss
+    averaged over all exits wins (first one on ties). Returns ``(x_adv [N, ...], index [N], mean_loss
+    [C, N])``.
+    """
+    c, n = candidates.shape[:2]
+    with autocast(candidates.device, amp_dtype):
+        outs = model(candidates.flatten(0, 1))
+    mean_loss = per_exit_losses(outs, y.repeat(c), loss_fn).mean(0).view(c, n)
+    index = mean_loss.argmax(0)
+    return candidates[index, torch.arange(n, device=candidates.device)], index, mean_loss
+
+
+# ------------------------------------------------------------------------------------------------
+# Small shared pieces
+# ------------------------------------------------------------------------------------------------
+def project(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
+    """Project onto the L-inf ball of radius ``eps`` around ``x``, then clamp to [0, 1]."""
+    delta = torch.clamp(x_adv - x, min=-eps, max=eps)
+    return torch.clamp(x + delta, min=0.0, max=1.0)
+
+
+def random_start(x: torch.Tensor, eps: float, generator: torch.Generator) -> torch.Tensor:
+    """Uniform noise in the eps-ball, clamped to [0, 1] (same formula as torchattacks' PGD)."""
+    noise = torch.empty_like(x).uniform_(-eps, eps, generator=generator)
+    return torch.clamp(x + noise, min=0.0, max=1.0)
+
+
+def autocast(device: torch.device, amp_dtype: str | None) -> contextlib.AbstractContextManager:
+    if amp_dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=AMP_DTYPES[amp_dtype])
+
+
+@contextlib.contextmanager
+def model_mode(model: nn.Module, mode: str) -> Iterator[nn.Module]:
+    """Put ``model`` in ``mode`` ("eval" or "train"); restore every module's own flag on exit."""
+    saved = [(m, m.training) for m in model.modules()]
+    try:
+        model.train(mode == "train")
+        yield model
+    finally:
+        for m, flag in saved:
+            m.training = flag
+
+
+def make_generator(seed: int | None, device: torch.device) -> torch.Generator:
+    g = torch.Generator(device=device)
+    if seed is None:
+        g.seed()  # fresh, non-deterministic; the global RNG is not touched
+    else:
+        g.manual_seed(int(seed))
+    return g
+
+
+# ------------------------------------------------------------------------------------------------
+# Config and base class
+# ------------------------------------------------------------------------------------------------
+def _fail(field: str, value: Any, what: str) -> None:
+    raise UsageError(f"{field}={value!r} is invalid; {what}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class AttackConfig:
+    """Fields every attack has. Defaults: the CIFAR threat model of the paper (Sec. 4.1, App. A.2)."""
+
+    eps: float = 8 / 255
+    objective: str = "max-average"
+    seed: int | None = None
+    mode: str = "eval"
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        if not _is_real(self.eps) or not math.isfinite(self.eps) or self.eps < 0:
+            _fail("eps", self.eps, "give a non-negative number, e.g. eps=0.03 or eps=8/255")
+        Objective.parse(self.objective)
+        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
+            _fail("seed", self.seed, "give an integer, e.g. seed=0, or seed=None for a fresh one")
+        if self.mode not in MODES:
+            _fail("mode", self.mode, "use mode='eval' (default) or mode='train'")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: _jsonable(getattr(self, f.name)) for f in fields(self)}
+
+
+def _is_real(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, tuple):
+        return list(v)
+    return v
+
+
+def check_positive_int(name: str, value: Any, minimum: int = 1, example: str = "") -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        _fail(name, value, f"give an integer >= {minimum}{', e.g. ' + example if example else ''}")
+
+
+def check_non_negative(name: str, value: Any, example: str = "") -> None:
+    if not _is_real(value) or not math.isfinite(value) or value < 0:
+        _fail(name, value, f"give a non-negative number{', e.g. ' + example if example else ''}")
+
+
+class Attack:
+    """Base class: ``attack(model, x, y) -> x_adv`` with the objective, projection, mode and seed handled.
+
+    Subclasses set ``name`` (the registry name), ``Config`` (a frozen dataclass deriving from
+    :class:`AttackConfig`) and implement :meth:`run`.
+    """
+
+    name: ClassVar[str] = "attack"
+    Config: ClassVar[type[AttackConfig]] = AttackConfig
+    loss_fn: ClassVar[LossFn] = staticmethod(cross_entropy)  # type: ignore[assignment]
+
+    def __init__(self, **config: Any) -> None:
+        names = {f.name for f in fields(self.Config)}
+        unknown = sorted(set(config) - names)
+        if unknown:
+            raise UsageError(
+                f"attack {self.name!r} has no option {', '.join(unknown)}; its options are {', '.join(sorted(names))}"
+            )
+        self.config = self.Config(**config)
+        self.objective = Objective.parse(self.config.objective)
+
+    # -- public -------------------------------------------------------------------------------
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        self.check_inputs(model, x, y)
+        gen = make_generator(self.config.seed, x.device)
+        x, y = x.detach(), y.detach()
+        with model_mode(model, self.config.mode), torch.enable_grad():
+            if self.objective.kind == "max-average":
+                x_adv = self.max_average(model, x, y, gen)
+            else:
+                x_adv = self.run(model, x, y, self.objective, gen)
+        return x_adv.detach()
+
+    def candidates(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The max-average candidates ``[L, N, ...]``: candidate ``k`` is the single attack on exit ``k``
+        (Eq. 1), made with the same seed, mode and budget as :meth:`__call__` uses."""
+        self.check_inputs(model, x, y)
+        gen = make_generator(self.config.seed, x.device)
+        with model_mode(model, self.config.mode), torch.enable_grad():
+            return self._candidates(model, x.detach(), y.detach(), gen).detach()
+
+    def describe(self) -> dict[str, Any]:
+        """Fully resolved config, JSON-ready, for result files."""
+        return {"name": self.name, "config": self.config.to_dict(), "model_mode": self.config.mode}
+
+    def __repr__(self) -> str:
+        cfg = ", ".join(f"{k}={v!r}" for k, v in asdict(self.config).items())
+        return f"{type(self).__name__}({cfg})"
+
+    # -- for subclasses ------------------------------------------------------------------------
+    def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, objective: Objective,
+            generator: torch.Generator) -> torch.Tensor:
+        """One attack on a single-exit (``exit:k``) or ``average`` objective."""
+        raise NotImplementedError
+
+    def max_average(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                    generator: torch.Generator) -> torch.Tensor:
+        cands = self._candidates(model, x, y, generator)
+        return select_max_average(model, cands, y, amp_dtype=self.amp_dtype)[0]
+
+    def _candidates(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                    generator: torch.Generator) -> torch.Tensor:
+        """Default: the L single attacks one after another."""
+        return torch.stack([self.run(model, x, y, Objective("exit", k), generator)
+                            for k in range(num_exits(model))])
+
+    @property
+    def amp_dtype(self) -> str | None:
+        return getattr(self.config, "amp_dtype", None)
+
+    def check_inputs(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
+        self.objective.check(model)
+        if not isinstance(x, torch.Tensor) or x.dim() < 2:
+            raise UsageError("x must be a batch tensor [N, C, H, W] of pixels in [0, 1]")
+        if not isinstance(y, torch.Tensor) or y.shape != x.shape[:1]:
+            raise UsageError(f"y must hold one label per sample: got y of shape {tuple(getattr(y, 'shape', ()))} "
+                             f"for x of shape {tuple(x.shape)}")
+        if x.numel() and (float(x.min()) < 0.0 or float(x.max()) > 1.0):
+            raise UsageError("x must be pixels in [0, 1] (normalization is the model's first layer); "
+                             "pass un-normalized images")

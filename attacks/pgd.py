@@ -1,0 +1,120 @@
+"""PGD (Madry et al., ICLR 2018) on a multi-exit network: the attacker algorithm of NEO-KD (paper Sec. 4.1,
+App. A.2; PGD-7 for training, PGD-50 for testing).
+
+L-inf; random start uniform in the eps-ball; ``steps`` sign-gradient steps of ``step_size``, each followed by
+projection onto the eps-ball and a clamp to [0, 1]. Gradients are taken with ``torch.autograd.grad`` on the
+input only: no parameter ``.grad`` is ever written. The loss is the per-sample cross-entropy, batch-mean, as
+in torchattacks' PGD (with ``random_start=False`` and objective ``exit:0`` on a one-exit model it gives the
+same ``x_adv`` as ``torchattacks.PGD``).
+
+Max-average (Eq. 2), how it is computed. With ``batched=True`` the L single attacks advance in lock-step: in
+each step, group ``k`` (the candidates for exit ``k``) runs ``model(x_k, upto=k)`` only, so no block deeper
+than exit ``k`` is computed for it; the L group losses are summed and ONE ``autograd.grad`` call returns the
+L input gradients. Groups are separate forward calls (each the batch size of ``x``), which keeps
+BatchNorm batch statistics, and therefore results, identical to the looped form; ``batched=False`` runs the
+L single attacks one after another. All random starts are drawn first, in exit order, so both forms give the
+same ``x_adv`` for the same seed. Selection is one no-grad forward pass over all ``L * N`` candidates.
+
+``amp_dtype`` (``"bfloat16"`` or ``"float16"``) runs the forward passes under ``torch.autocast``; meant
+for training-time attacks. Evaluation attacks stay float32 unless asked. Losses are always float32.
+
+Shapes: ``x`` ``[N, C, H, W]`` in [0, 1], ``y`` ``[N]`` int64; returns ``x_adv`` like ``x``.
+
+Example::
+
+    attack = neokd_bench.create_attack("pgd", eps=8/255, step_size=2/255, steps=7, objective="max-average")
+    x_adv = attack(model, x, y)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .base import (
+    AMP_DTYPES,
+    Attack,
+    AttackConfig,
+    Objective,
+    _fail,
+    autocast,
+    check_non_negative,
+    check_positive_int,
+    num_exits,
+    objective_loss,
+    project,
+    random_start,
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PGDConfig(AttackConfig):
+    """Defaults: CIFAR threat model and PGD-50 of the paper (Sec. 4.1, App. A.2)."""
+
+    eps: float = 8 / 255
+    step_size: float = 2 / 255
+    steps: int = 50
+    random_start: bool = True
+    objective: str = "max-average"
+    amp_dtype: str | None = None
+    batched: bool = True
+
+    def validate(self) -> None:
+        super().validate()
+        check_non_negative("step_size", self.step_size, "step_size=2/255")
+        check_positive_int("steps", self.steps, 1, "steps=50")
+        if not isinstance(self.random_start, bool):
+            _fail("random_start", self.random_start, "use random_start=True or random_start=False")
+        if not isinstance(self.batched, bool):
+            _fail("batched", self.batched, "use batched=True or batched=False")
+        if self.amp_dtype is not None and self.amp_dtype not in AMP_DTYPES:
+            _fail("amp_dtype", self.amp_dtype, "use amp_dtype=None (float32), 'bfloat16' or 'float16'")
+
+
+class PGD(Attack):
+    """L-inf PGD with random start; objective ``exit:k``, ``average`` (Eq. 3) or ``max-average`` (Eq. 2).
+
+    Source: Madry et al. 2018; the multi-exit objectives follow Hu et al. 2020 (Triple-Wins) as used by
+    NEO-KD (Sec. 3.1). Assumes the model contract of :mod:`neokd_bench.models.base`.
+    """
+
+    name = "pgd"
+    Config = PGDConfig
+    config: PGDConfig
+
+    def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, objective: Objective,
+            generator: torch.Generator) -> torch.Tensor:
+        start = self._start(x, generator)
+        return self._lockstep(model, x, y, [start], [objective])[0]
+
+    def _candidates(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                    generator: torch.Generator) -> torch.Tensor:
+        L = num_exits(model)
+        starts = [self._start(x, generator) for _ in range(L)]  # drawn first: same in both forms
+        objectives = [Objective("exit", k) for k in range(L)]
+        if self.config.batched:
+            advs = self._lockstep(model, x, y, starts, objectives)
+        else:
+            advs = [self._lockstep(model, x, y, [s], [o])[0] for s, o in zip(starts, objectives)]
+        return torch.stack(advs)
+
+    # -----------------------------------------------------------------------------------------
+    def _start(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        if self.config.random_start:
+            return random_start(x, self.config.eps, generator)
+        return x.clone()
+
+    def _lockstep(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, starts: list[torch.Tensor],
+                  objectives: list[Objective]) -> list[torch.Tensor]:
+        """Run len(starts) independent PGD attacks in lock-step, one ``autograd.grad`` call per step."""
+        cfg = self.config
+        advs = [s.detach() for s in starts]
+        for _ in range(cfg.steps):
+            advs = [a.requires_grad_(True) for a in advs]
+            with autocast(x.device, cfg.amp_dtype):
+                total = sum(objective_loss(model, a, y, o).mean() for a, o in zip(advs, objectives))
+            grads = torch.autograd.grad(total, advs)
+            advs = [project(a.detach() + cfg.step_size * g.sign(), x, cfg.eps) for a, g in zip(advs, grads)]
+        return advs

@@ -1,0 +1,321 @@
+"""The one shared trainer. A defense owns its adversarial examples and its loss; the trainer owns
+everything generic: data order, optimizer, schedule, autocast, checkpoints, seeds, progress, devices.
+
+Guarantees
+* **Determinism / resume.** Every epoch starts from ``torch.manual_seed(derive_seed(seed, epoch))`` and a
+  data order drawn from a generator seeded the same way, so an epoch's computation depends only on the
+  weights and optimizer state at its start. A checkpoint is written atomically after every epoch;
+  ``resume=True`` continues from the last one and, on a deterministic CPU, ends with the same weights as
+  an uninterrupted run (tested by killing a run with SIGKILL mid-epoch).
+* **Divergence.** A NaN or infinite loss stops training with :class:`TrainingDivergedError`; the last
+  good checkpoint on disk is left untouched.
+* **Data parallel.** Under ``torchrun`` (``WORLD_SIZE > 1``) each rank trains on its shard
+  (``DistributedSampler``) and gradients are averaged with ``all_reduce`` before the optimizer step,
+  which is what DistributedDataParallel does. We do not wrap the model in ``DistributedDataParallel``
+  itself: the defenses run extra forward passes (attack steps, clean and adversarial passes) before one
+  backward, which DDP's reducer does not allow without ``static_graph``. BatchNorm statistics stay
+  per rank (as with DDP without SyncBatchNorm). Parameters are broadcast from rank 0 at start.
+* **Devices.** ``device="auto"`` picks CUDA when present, else CPU. ``amp="bf16"`` runs the defense's
+  training step (attack and loss) under bf16 autocast.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from .errors import TrainingDivergedError, UsageError, check
+from .utils import atomic_torch_save
+
+CHECKPOINT_NAME = "checkpoint.pt"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9  # paper App. A.1
+    weight_decay: float = 5e-4  # paper App. A.1
+    milestones: tuple[int, ...] = ()  # lr /= 10 at these epochs (paper App. A.1)
+    seed: int = 0
+    device: str = "auto"
+    amp: str = "none"  # "none" | "bf16"
+    num_workers: int = 0
+    train_limit: int | None = None
+
+    def __post_init__(self) -> None:
+        check(self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}; e.g. --epochs 2")
+        check(self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}")
+        check(self.lr > 0 and math.isfinite(self.lr), f"--lr must be a positive number, got {self.lr}")
+        check(self.amp in ("none", "bf16"), f"--amp must be none or bf16, got {self.amp!r}")
+        check(self.train_limit is None or self.train_limit >= 1,
+              f"--train-limit must be at least 1, got {self.train_limit}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["milestones"] = list(self.milestones)
+        return d
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(f"--device {name}: CUDA is not available on this machine; use --device cpu or auto")
+    try:
+        return torch.device(name)
+    except RuntimeError as exc:
+        raise UsageError(f"--device {name!r} is not a device; use auto, cpu or cuda") from exc
+
+
+def derive_seed(*parts: int) -> int:
+    """A stable 63-bit seed from integers (no Python hash randomization)."""
+    h = hashlib.sha256(",".join(str(int(p)) for p in parts).encode()).digest()
+    return int.from_bytes(h[:8], "little") & ((1 << 63) - 1)
+
+
+class _Indexed(Dataset):
+    """Yields ``(x, y, index)`` so defenses with per-sample state (TEAT) can key it."""
+
+    def __init__(self, base: Dataset) -> None:
+        self.base = base
+
+    def __len__(self) -> int:
+        return len(self.base)  # type: ignore[arg-type]
+
+    def __getitem__(self, i: int):
+        x, y = self.base[i]
+        return x, y, i
+
+
+def _dist() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def init_distributed(device: torch.device) -> bool:
+    """Initialize torch.distributed when launched by torchrun; returns True when world size > 1."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return False
+    if not torch.distributed.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        torch.distributed.init_process_group(backend=backend)
+    return True
+
+
+def _accepts_index(defense: Any) -> bool:
+    try:
+        return "index" in inspect.signature(defense.training_step).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _state(obj: Any) -> dict[str, Any] | None:
+    fn = getattr(obj, "state_dict", None)
+    return fn() if callable(fn) else None
+
+
+def train(
+    model: nn.Module,
+    defense: Any,
+    train_set: Dataset,
+    cfg: TrainConfig,
+    *,
+    out_dir: str | Path,
+    meta: dict[str, Any] | None = None,
+    resume: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train ``model`` with ``defense`` (already ``setup()``) and return the result's training section.
+
+    ``meta`` is stored in every checkpoint (model name and kwargs, dataset, defense description) so that
+    ``neokd-bench eval CHECKPOINT`` can rebuild the model.
+    """
+    device = resolve_device(cfg.device)
+    distributed = init_distributed(device)
+    rank, world = _dist()
+    out_dir = Path(out_dir)
+    ckpt_path = out_dir / CHECKPOINT_NAME
+    if rank == 0:
+        out_dir.mkdir(parents=True, exist_ok=True)
+
+    if cfg.train_limit is not None and cfg.train_limit < len(train_set):  # type: ignore[arg-type]
+        train_set = torch.utils.data.Subset(train_set, range(cfg.train_limit))
+    data = _Indexed(train_set)
+    model.to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(cfg.milestones), gamma=0.1)
+    history: list[dict[str, Any]] = []
+    start_epoch = 0
+    meta = dict(meta or {})
+
+    if resume and ckpt_path.exists():
+        state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        if state.get("train_config") != cfg.to_dict():
+            raise UsageError(
+                f"--resume: {ckpt_path} was written with another training config; "
+                f"rerun with the same options or use a new --out directory")
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        if state.get("defense_state") is not None and hasattr(defense, "load_state_dict"):
+            defense.load_state_dict(state["defense_state"])
+        history = list(state["history"])
+        start_epoch = int(state["epoch"]) + 1
+    elif resume:
+        raise UsageError(f"--resume: no checkpoint at {ckpt_path}; run without --resume to start fresh")
+
+    if distributed:
+        for t in list(model.parameters()) + list(model.buffers()):
+            torch.distributed.broadcast(t.data, src=0)
+
+    pass_index = _accepts_index(defense)
+    autocast = (torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+                if cfg.amp == "bf16" else None)
+    t_start = time.perf_counter()
+    prog = _Progress(enabled=progress and rank == 0)
+    with prog:
+        for epoch in range(start_epoch, cfg.epochs):
+            torch.manual_seed(derive_seed(cfg.seed, epoch))
+            gen = torch.Generator().manual_seed(derive_seed(cfg.seed, epoch, 1))
+            if distributed:
+                sampler = torch.utils.data.DistributedSampler(
+                    data, num_replicas=world, rank=rank, shuffle=True, seed=derive_seed(cfg.seed, 2) % 2**31)
+                sampler.set_epoch(epoch)
+                loader = DataLoader(data, batch_size=cfg.batch_size, sampler=sampler,
+                                    num_workers=cfg.num_workers)
+            else:
+                loader = DataLoader(data, batch_size=cfg.batch_size, shuffle=True, generator=gen,
+                                    num_workers=cfg.num_workers)
+            defense.start_epoch(epoch)
+            model.train()
+            sums: dict[str, float] = {}
+            seen, t0 = 0, time.perf_counter()
+            task = prog.start_epoch(epoch, cfg.epochs, len(loader))
+            for step, (x, y, idx) in enumerate(loader):
+                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                kw = {"index": idx} if pass_index else {}
+                if autocast is not None:
+                    with autocast:
+                        loss, parts, _ = defense.training_step(model, x, y, **kw)
+                else:
+                    loss, parts, _ = defense.training_step(model, x, y, **kw)
+                if not torch.isfinite(loss.detach()).all():
+                    where = f"epoch {epoch + 1} step {step + 1}"
+                    kept = f"last good checkpoint kept at {ckpt_path}" if ckpt_path.exists() else "no checkpoint yet"
+                    raise TrainingDivergedError(
+                        f"training loss became {loss.item()} at {where}; {kept}; lower --lr or check the data")
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if distributed:
+                    for p in params:
+                        if p.grad is None:
+                            p.grad = torch.zeros_like(p)
+                        torch.distributed.all_reduce(p.grad)
+                        p.grad.div_(world)
+                opt.step()
+                n = x.shape[0]
+                seen += n
+                sums["loss"] = sums.get("loss", 0.0) + float(loss.detach()) * n
+                for k, v in parts.items():
+                    sums[k] = sums.get(k, 0.0) + float(v) * n
+                prog.advance(task, {k: v / seen for k, v in sums.items()}, seen / (time.perf_counter() - t0))
+            lr_used = opt.param_groups[0]["lr"]
+            sched.step()
+            wall = time.perf_counter() - t0
+            record = {"epoch": epoch, "lr": lr_used,
+                      **{k: v / max(seen, 1) for k, v in sums.items()},
+                      "imgs_per_s": seen * world / wall, "wall_s": wall}
+            history.append(record)
+            if rank == 0:
+                atomic_torch_save({
+                    **meta,
+                    "model": model.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict(),
+                    "defense_state": _state(defense),
+                    "epoch": epoch,
+                    "history": history,
+                    "train_config": cfg.to_dict(),
+                }, ckpt_path)
+            if distributed:
+                torch.distributed.barrier()
+    return {
+        "config": cfg.to_dict(),
+        "history": history,
+        "wall_s": time.perf_counter() - t_start,
+        "checkpoint": str(ckpt_path),
+        "resumed_from_epoch": start_epoch if start_epoch else None,
+        "world_size": world,
+        "device": str(device),
+    }
+
+
+class _Progress:
+    """A rich progress bar with the loss components, images per second and time left."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self._p = None
+
+    def __enter__(self) -> "_Progress":
+        if self.enabled:
+            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                       TimeRemainingColumn)
+
+            self._p = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                               TextColumn("{task.fields[stats]}"), TimeRemainingColumn(), transient=False)
+            self._p.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._p is not None:
+            self._p.__exit__(*exc)
+
+    def start_epoch(self, epoch: int, epochs: int, steps: int) -> Any:
+        if self._p is None:
+            return None
+        return self._p.add_task(f"epoch {epoch + 1}/{epochs}", total=steps, stats="")
+
+    def advance(self, task: Any, means: dict[str, float], ips: float) -> None:
+        if self._p is None:
+            return
+        stats = " ".join(f"{k}={v:.3f}" for k, v in means.items()) + f" {ips:.0f} img/s"
+        self._p.update(task, advance=1, stats=stats)
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a trainer checkpoint safely (``weights_only=True``)."""
+    path = Path(path)
+    if not path.exists():
+        raise UsageError(f"no checkpoint at {path}; pass the checkpoint.pt written by `neokd-bench run`")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise UsageError(f"{path} is not a readable neokd-bench checkpoint ({type(exc).__name__}); "
+                         f"pass the checkpoint.pt written by `neokd-bench run`") from exc
+
+
+def model_from_checkpoint(state: dict[str, Any]) -> nn.Module:
+    from . import create_model
+
+    model = create_model(state["model_name"], **dict(state.get("model_kwargs") or {}))
+    model.load_state_dict(state["model"])
+    return model.eval()
+
+
+__all__ = ["TrainConfig", "train", "resolve_device", "derive_seed", "load_checkpoint",
+           "model_from_checkpoint", "CHECKPOINT_NAME"]

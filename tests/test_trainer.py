@@ -1,0 +1,119 @@
+"""The shared trainer: exact resume after SIGKILL, divergence stop, two-process gloo training."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import neokd_bench as nb
+from neokd_bench.errors import TrainingDivergedError, UsageError
+from neokd_bench.trainer import TrainConfig, derive_seed, load_checkpoint, train
+
+TINY = ["--defense", "adv", "--dataset", "fashion-mnist", "--preset", "smoke", "--train-limit", "768",
+        "--batch-size", "64", "--set", "steps=2", "--quiet", "--no-eval", "--device", "cpu"]
+
+
+def _cli(*args: str, **popen_kw):
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    return subprocess.Popen([sys.executable, "-m", "neokd_bench.cli", *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen_kw)
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(path)["model"]
+
+
+def test_train_config_rejects_bad_values():
+    with pytest.raises(UsageError, match="--epochs must be at least 1"):
+        TrainConfig(epochs=0)
+    with pytest.raises(UsageError, match="--lr"):
+        TrainConfig(epochs=1, lr=-1.0)
+
+
+def test_derive_seed_is_stable():
+    assert derive_seed(0, 1) == derive_seed(0, 1) != derive_seed(1, 0)
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_gives_the_same_weights(tmp_path):
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    p = _cli(*TINY, "--epochs", "3", "--out", str(full))
+    out, err = p.communicate(timeout=600)
+    assert p.returncode == 0, err
+    # the same run, killed with SIGKILL in the middle of its second epoch
+    p = _cli(*TINY, "--epochs", "3", "--out", str(killed))
+    ckpt = killed / "checkpoint.pt"
+    deadline = time.time() + 600
+    while not ckpt.exists() and time.time() < deadline and p.poll() is None:
+        time.sleep(0.05)
+    first_epoch = load_checkpoint(ckpt)["epoch"]
+    time.sleep(0.5)  # an epoch of this run takes several seconds: we are now mid-epoch
+    p.send_signal(signal.SIGKILL)
+    p.wait(timeout=60)
+    assert p.returncode == -signal.SIGKILL
+    assert load_checkpoint(ckpt)["epoch"] == first_epoch == 0, "killed too late to test a mid-run resume"
+    p = _cli(*TINY, "--epochs", "3", "--out", str(killed), "--resume")
+    _, err = p.communicate(timeout=600)
+    assert p.returncode == 0, err
+    a, b = _weights(full / "checkpoint.pt"), _weights(ckpt)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), f"{k} differs after resume"
+    assert load_checkpoint(ckpt)["history"][-1]["epoch"] == 2
+
+
+class _NaNAfter(torch.utils.data.Dataset):
+    """Real images, then NaN pixels once ``n_good`` items have been fetched."""
+
+    def __init__(self, base, n_good: int) -> None:
+        self.base, self.n_good, self.calls = base, n_good, 0
+
+    def __len__(self):
+        return len(self.base)
+
+    def __getitem__(self, i):
+        self.calls += 1
+        x, y = self.base[i]
+        return (x * float("nan") if self.calls > self.n_good else x), y
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(fmnist, tmp_path):
+    base = torch.utils.data.Subset(fmnist.train, range(128))
+    model = nb.create_model("smallcnn")
+    defense = nb.create_defense("adv", steps=1)
+    defense.setup(dataset="fashion-mnist", num_exits=3, num_classes=10, seed=0)
+    cfg = TrainConfig(epochs=3, batch_size=64, lr=0.01, device="cpu")
+    data = _NaNAfter(base, n_good=128 + 64)  # epoch 1 is fine; epoch 2 hits NaN in its second batch
+    with pytest.raises(TrainingDivergedError, match=r"epoch 2 step 2.*last good checkpoint kept"):
+        train(model, defense, data, cfg, out_dir=tmp_path, progress=False)
+    state = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert state["epoch"] == 0
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_train_and_write_one_result(tmp_path):
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or shutil.which("torchrun")
+    assert torchrun, "torchrun not found beside the interpreter"
+    out = tmp_path / "ddp"
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    args = [torchrun, "--standalone", "--nproc_per_node", "2", "-m", "neokd_bench.cli", "run",
+            "--defense", "adv", "--dataset", "fashion-mnist", "--preset", "smoke", "--epochs", "1",
+            "--train-limit", "256", "--batch-size", "64", "--set", "steps=2", "--quiet", "--device", "cpu",
+            "--test-limit", "64", "--eval-steps", "2", "--metrics", "anytime", "--out", str(out)]
+    proc = subprocess.run(args, capture_output=True, text=True, env=env, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = sorted(out.glob("*.json"))
+    assert [r.name for r in results] == ["result.json"]
+    from neokd_bench.results import load_result
+
+    res = load_result(results[0])
+    assert res["training"]["world_size"] == 2

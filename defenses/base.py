@@ -99,7 +99,6 @@ class Defense:
         self.num_classes: int | None = None
         self.seed: int = 0
         self.epoch: int | None = None
-        self._attack: Any = None
 
     # -- configuration ---------------------------------------------------------------------------
     @staticmethod
@@ -180,7 +179,6 @@ class Defense:
             )
         self.dataset, self.num_exits, self.num_classes, self.seed = dataset, int(num_exits), int(num_classes), int(seed)
         self.config = self.resolve(cfg)
-        self._attack = None
 
     def start_epoch(self, epoch: int) -> None:
         """Called by the trainer before each epoch (0-based); per-epoch state must depend only on (seed, epoch)."""
@@ -196,26 +194,31 @@ class Defense:
             raise UsageError(f"defense {self.name!r} keeps no state, but the checkpoint has {sorted(state)}")
 
     # -- training ---------------------------------------------------------------------------------
-    def attack(self) -> Any:
+    def attack(self, seed: int | None = None) -> Any:
         """The training attack: ``neokd_bench.create_attack("pgd", ...)`` built from the resolved config."""
-        if self._attack is None:
-            cfg = self.config
-            if cfg.eps is None or cfg.step_size is None:
-                raise UsageError(
-                    f"defense {self.name!r}: eps and step_size are unresolved; call setup(dataset=...) first "
-                    "or pass eps= and step_size="
-                )
-            from .. import create_attack
-
-            self._attack = create_attack(
-                "pgd", eps=cfg.eps, step_size=cfg.step_size, steps=cfg.steps, objective=cfg.train_attack,
-                mode=cfg.attack_mode, amp_dtype=cfg.attack_amp,
+        cfg = self.config
+        if cfg.eps is None or cfg.step_size is None:
+            raise UsageError(
+                f"defense {self.name!r}: eps and step_size are unresolved; call setup(dataset=...) first "
+                "or pass eps= and step_size="
             )
-        return self._attack
+        from .. import create_attack
+
+        return create_attack(
+            "pgd", eps=cfg.eps, step_size=cfg.step_size, steps=cfg.steps, objective=cfg.train_attack,
+            mode=cfg.attack_mode, amp_dtype=cfg.attack_amp, seed=seed,
+        )
+
+    @staticmethod
+    def draw_seed() -> int:
+        """A seed for the attack's random start, drawn from torch's global RNG (which the trainer seeds per
+        epoch), so training attacks are reproducible and a resumed run makes the same examples."""
+        return int(torch.randint(0, 2**62, (1,)).item())
 
     def adversarial(self, model: nn.Module, x: Tensor, y: Tensor, index: Tensor | None = None) -> Tensor:
-        """Training adversarial examples (in the eps-ball and [0,1]); the attack restores the model's mode."""
-        return self.attack()(model, x, y).detach()
+        """Training adversarial examples (in the eps-ball and [0,1]); the attack restores the model's mode.
+        The random start is seeded from torch's global RNG (:meth:`draw_seed`)."""
+        return self.attack(seed=self.draw_seed())(model, x, y).detach()
 
     def loss(self, model: nn.Module, x: Tensor, x_adv: Tensor, y: Tensor,
              index: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:

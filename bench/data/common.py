@@ -137,12 +137,13 @@ def load_idx_folder(folder: Path) -> dict[str, np.ndarray]:
 def split_indices(n: int, val_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Hold ``val_size`` of ``n`` training samples out, uniformly at random with ``seed``.
 
-    Returns ``(train_idx, val_idx)``, each sorted, disjoint, covering ``range(n)``.
+    Returns ``(train_idx, val_idx)``: disjoint, together covering ``range(n)``, each in the seeded
+    random order, so that a prefix of either split (what ``subset(n)`` takes) is a uniform sample.
     """
     if not 0 < val_size < n:
         raise UsageError(f"val_size {val_size} must be between 1 and {n - 1} (the training set has {n})")
     perm = np.random.default_rng(seed).permutation(n)
-    return np.sort(perm[val_size:]), np.sort(perm[:val_size])
+    return perm[val_size:], perm[:val_size]
 
 
 def sha256_array(a: np.ndarray) -> str:

@@ -1,0 +1,104 @@
+"""`neokd-bench masking CHECKPOINT`: gradient-masking checks on a trained checkpoint (see
+:mod:`neokd_bench.attacks.masking`). Prints a table of the checks; exits 1 if any check fails."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from ..errors import check
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("masking", help="gradient-masking checks (eps sweep, large eps, more steps, "
+                                       "black-box vs white-box, zero gradients) on a checkpoint")
+    p.add_argument("checkpoint", metavar="CHECKPOINT", help="checkpoint.pt written by `neokd-bench run`")
+    p.add_argument("--n", type=int, default=500, help="number of test images (default 500)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present, else CPU), cpu or cuda[:N]")
+    p.add_argument("--eps", type=float, help="eps (default: the dataset's threat model)")
+    p.add_argument("--step-size", type=float, help="PGD step size (default: the dataset's threat model)")
+    p.add_argument("--steps", type=int, default=20, help="PGD steps of the base attack (default 20)")
+    p.add_argument("--objective", default="average", help="PGD objective: average (default), max-average, exit:K")
+    p.add_argument("--square-queries", type=int, default=1000, help="Square queries (default 1000)")
+    p.add_argument("--seed", type=int, default=0, help="attack seed (default 0)")
+    p.add_argument("--data-root", help="folder holding the dataset (default: as recorded in the checkpoint)")
+    p.add_argument("--json", dest="json_out", help="also write the full report to this JSON file")
+    p.set_defaults(func=run_masking)
+
+
+def run_masking(args: argparse.Namespace) -> int:
+    import torch
+
+    import neokd_bench as nb
+
+    from ..attacks.base import Objective
+    from ..attacks.masking import run_masking_checks
+    from ..presets import threat
+    from ..trainer import load_checkpoint, model_from_checkpoint, resolve_device
+
+    for flag, val in (("--n", args.n), ("--steps", args.steps), ("--square-queries", args.square_queries)):
+        check(val >= 1, f"{flag} must be at least 1, got {val}")
+    Objective.parse(args.objective)
+    state = load_checkpoint(args.checkpoint)
+    for key in ("model_name", "dataset", "model"):
+        check(key in state, f"{args.checkpoint} has no {key!r}; pass a checkpoint.pt written by `neokd-bench run`")
+    device = resolve_device(args.device)
+    model = model_from_checkpoint(state).to(device)
+    bundle = nb.load_dataset(state["dataset"], root=args.data_root or state.get("data_root"),
+                             source=state.get("data_source") or "auto")
+    x, y = bundle.test.subset(args.n).tensors()
+    x, y = x.to(device), y.to(device)
+    t = threat(state["dataset"]) if args.eps is None or args.step_size is None else None
+    eps = args.eps if args.eps is not None else t.eps  # type: ignore[union-attr]
+    step = args.step_size if args.step_size is not None else t.step_size  # type: ignore[union-attr]
+    check(eps > 0 and step > 0, "--eps and --step-size must be positive, e.g. --eps 0.1 --step-size 0.025")
+
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        report = run_masking_checks(model, x, y, eps=eps, step_size=step, steps=args.steps,
+                                    objective=args.objective, square_queries=args.square_queries, seed=args.seed)
+    _print(report, args.checkpoint)
+    if args.json_out:
+        from ..utils import atomic_write_text
+
+        atomic_write_text(args.json_out, json.dumps(report, indent=2))
+    return 0 if report["passed"] else 1
+
+
+def _pct(v: list[float]) -> str:
+    return " ".join(f"{100 * a:.1f}" for a in v)
+
+
+def _print(report: dict[str, Any], name: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    c = report["checks"]
+    cfg = report["config"]
+    table = Table(title=f"gradient-masking checks: {name} (n={cfg['n']}, eps={cfg['eps']:.4g}, "
+                        f"objective {cfg['objective']}; accuracies in % per exit 1..L)")
+    table.add_column("check")
+    table.add_column("result")
+    table.add_column("numbers")
+    ok = "[green]pass[/green]"
+    bad = "[red]FAIL[/red]"
+    sweep = "; ".join(f"eps {e:.3g}: {_pct(a)}" for e, a in zip(c["eps_monotone"]["eps"], c["eps_monotone"]["accuracy"]))
+    rows = [
+        ("accuracy does not rise with eps", c["eps_monotone"], sweep),
+        ("accuracy ~0 at large eps", c["large_eps"],
+         f"eps {c['large_eps']['eps']:.3g}: {_pct(c['large_eps']['accuracy'])} (max allowed "
+         f"{100 * c['large_eps']['threshold']:.1f})"),
+        ("more steps at least as strong", c["more_steps"],
+         "; ".join(f"PGD-{s}: {_pct(a)}" for s, a in zip(c["more_steps"]["steps"], c["more_steps"]["accuracy"]))),
+        ("black-box no stronger than white-box", c["black_box"],
+         f"Square-{c['black_box']['n_queries']}: {_pct(c['black_box']['square_accuracy'])}; "
+         f"PGD: {_pct(c['black_box']['pgd_accuracy'])}"),
+        ("no exit with all-zero gradients", c["nonzero_gradients"],
+         f"zero-gradient fraction per exit: {_pct(c['nonzero_gradients']['zero_fraction'])} %"),
+    ]
+    for label, res, numbers in rows:
+        table.add_row(label, ok if res["passed"] else bad, numbers)
+    console = Console()
+    console.print(f"clean accuracy per exit (%): {_pct(report['clean_accuracy'])}")
+    console.print(table)
+    console.print("all checks passed" if report["passed"] else "[red]some checks failed[/red]")

@@ -1,0 +1,73 @@
+"""Tiny multi-exit models and tiny attack budgets for the attack tests (imported by the test modules)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+import neokd_bench as nb
+from neokd_bench.models.base import MultiExitModel
+
+
+class TinyExits(MultiExitModel):
+    """``num_exits`` conv blocks on 1x12x12 input, a linear head after each; with BatchNorm and Dropout
+    (so train/eval mode matters) and a ``calls`` counter per block."""
+
+    def __init__(self, num_exits: int = 3, num_classes: int = 10, width: int = 8) -> None:
+        super().__init__(num_exits=num_exits, num_classes=num_classes, input_size=(1, 12, 12),
+                         mean=[0.5], std=[0.25])
+        self.blocks = nn.ModuleList()
+        self.heads = nn.ModuleList()
+        c = 1
+        for _ in range(num_exits):
+            self.blocks.append(nn.Sequential(nn.Conv2d(c, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU()))
+            self.heads.append(nn.Sequential(nn.Flatten(), nn.Dropout(0.2), nn.Linear(width * 144, num_classes)))
+            c = width
+
+    def forward_exits(self, x: torch.Tensor, upto: int) -> list[torch.Tensor]:
+        outs = []
+        for k in range(upto + 1):
+            x = self.blocks[k](x)
+            outs.append(self.heads[k](x))
+        return outs
+
+
+def make_model(num_exits: int = 3, seed: int = 0, num_classes: int = 10) -> TinyExits:
+    torch.manual_seed(seed)
+    model = TinyExits(num_exits, num_classes)
+    # Non-trivial BatchNorm statistics so eval and train modes differ.
+    with torch.no_grad():
+        model.train()
+        model(torch.rand(64, 1, 12, 12))
+    return model.eval()
+
+
+def make_batch(model: nn.Module, n: int = 16, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images in [0, 1] and labels = the last exit's clean prediction (so every sample starts correct)."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, *model.input_size, generator=g)
+    with torch.no_grad():
+        was = model.training
+        model.eval()
+        y = model(x)[-1].argmax(1)
+        model.train(was)
+    return x, y
+
+
+# Tiny budgets so every registered attack runs in well under a second on the tiny model.
+TINY: dict[str, dict[str, Any]] = {
+    "pgd": {"steps": 3, "step_size": 0.02},
+    "cw": {"steps": 3, "step_size": 0.02},
+    "apgd-ce": {"steps": 3},
+    "apgd-t": {"steps": 2, "n_target_classes": 2},
+    "fab": {"steps": 2, "n_target_classes": 2},
+    "square": {"n_queries": 10},
+    "autoattack": {"steps": 2, "n_queries": 10, "n_target_classes": 2},
+    "autoattack-standard": {"steps": 2, "n_queries": 10},
+}
+
+
+def tiny_attack(name: str, **kw: Any):
+    return nb.create_attack(name, **{**TINY.get(name, {}), **kw})

@@ -1,0 +1,162 @@
+"""Contract tests for every registered multi-exit model (DESIGN.md, "Multi-exit model")."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+import neokd_bench as nb
+from neokd_bench.errors import UsageError
+from neokd_bench.models.base import MultiExitModel
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+MODEL_NAMES = nb.list_models()
+BATCH = 2
+
+
+@pytest.fixture(scope="module")
+def built() -> dict[str, MultiExitModel]:
+    return {}
+
+
+def get(built: dict[str, MultiExitModel], name: str) -> MultiExitModel:
+    if name not in built:
+        torch.manual_seed(0)
+        built[name] = nb.create_model(name)
+    return built[name]
+
+
+def test_every_builtin_is_registered() -> None:
+    for name in ("smallcnn", "msdnet", "msdnet_cifar10", "msdnet_cifar100", "msdnet_tinyimagenet",
+                 "msdnet_imagenet", "timm_exits"):
+        assert name in MODEL_NAMES
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_forward_shapes(built, name: str) -> None:
+    model = get(built, name).train()
+    assert isinstance(model, MultiExitModel)
+    x = torch.rand(BATCH, *model.input_size)
+    outs = model(x)
+    assert isinstance(outs, list) and len(outs) == model.num_exits
+    for o in outs:
+        assert o.shape == (BATCH, model.num_classes)
+        assert torch.isfinite(o).all()
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_upto_matches_full_forward(built, name: str) -> None:
+    model = get(built, name).eval()
+    torch.manual_seed(1)
+    x = torch.rand(BATCH, *model.input_size)
+    with torch.no_grad():
+        full = model(x)
+        for k in range(model.num_exits):
+            part = model(x, upto=k)
+            assert len(part) == k + 1
+            for a, b in zip(part, full[: k + 1]):
+                torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_gradients_reach_input_and_every_parameter(built, name: str) -> None:
+    model = get(built, name).train()
+    model.zero_grad(set_to_none=True)
+    x = torch.rand(BATCH, *model.input_size, requires_grad=True)
+    y = torch.arange(BATCH) % model.num_classes
+    loss = sum(torch.nn.functional.cross_entropy(o, y) for o in model(x))
+    loss.backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert not missing, f"parameters without gradient: {missing[:5]}"
+
+
+def _called_modules(model: MultiExitModel, upto: int) -> set[str]:
+    called: set[str] = set()
+    handles = []
+    for mname, mod in model.named_modules():
+        if mname and next(mod.parameters(recurse=False), None) is not None:  # modules that own weights
+            handles.append(mod.register_forward_hook(lambda m, i, o, n=mname: called.add(n)))
+    try:
+        with torch.no_grad():
+            model(torch.rand(1, *model.input_size), upto=upto)
+    finally:
+        for h in handles:
+            h.remove()
+    return called
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_early_exit_skips_deeper_blocks(built, name: str) -> None:
+    model = get(built, name).eval()
+    all_weighted = {n for n, m in model.named_modules() if n and next(m.parameters(recurse=False), None) is not None}
+    prev = _called_modules(model, 0)
+    assert prev < all_weighted, "upto=0 ran every weighted module"
+    for k in range(1, model.num_exits):
+        cur = _called_modules(model, k)
+        assert prev < cur, f"upto={k} did not run strictly more than upto={k - 1}"
+        prev = cur
+    assert prev == all_weighted, "the full forward leaves weighted modules unused"
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+@pytest.mark.parametrize("bad", [-1, "num_exits"])
+def test_upto_out_of_range_is_a_usage_error(built, name: str, bad) -> None:
+    model = get(built, name)
+    upto = model.num_exits if bad == "num_exits" else bad
+    with pytest.raises(UsageError):
+        model(torch.rand(1, *model.input_size), upto=upto)
+
+
+# ------------------------------------------------------------------------------------------------
+# model-specific structure
+# ------------------------------------------------------------------------------------------------
+def test_msdnet_configs_match_the_paper() -> None:
+    c10, c100 = nb.create_model("msdnet_cifar10"), nb.create_model("msdnet_cifar100")
+    tiny, inet = nb.create_model("msdnet_tinyimagenet"), nb.create_model("msdnet_imagenet")
+    assert (c10.num_exits, c10.num_classes, c10.input_size) == (3, 10, (3, 32, 32))
+    assert (c100.num_exits, c100.num_classes, c100.input_size) == (7, 100, (3, 32, 32))
+    assert (tiny.num_exits, tiny.num_classes, tiny.input_size) == (5, 200, (3, 64, 64))
+    assert (inet.num_exits, inet.num_classes, inet.input_size) == (5, 1000, (3, 224, 224))
+    for m in (c10, c100):
+        cfg = m.config
+        assert (cfg.n_channels, cfg.growth_rate, cfg.step, cfg.base, cfg.stepmode) == (8, 6, 2, 4, "even")
+        assert cfg.gr_factor == cfg.bn_factor == (1, 2, 4)
+    cfg = inet.config
+    assert (cfg.n_channels, cfg.growth_rate, cfg.step, cfg.base, cfg.stem) == (32, 16, 4, 4, "imagenet")
+    assert cfg.gr_factor == cfg.bn_factor == (1, 2, 4, 4)
+    # 4 + 2 * 6 layers for CIFAR-100: the first convolution of each layer sees the running width
+    assert c100.config.steps() == [4, 2, 2, 2, 2, 2, 2]
+    assert nb.create_model("msdnet_cifar100", num_classes=7).num_classes == 7
+    assert nb.create_model("msdnet", gr_factor="1-2-4-4", bn_factor="1-2-4-4").config.num_scales == 4
+
+
+def test_msdnet_first_exit_skips_fine_scales_it_does_not_need() -> None:
+    """Exit 0 reads the coarsest scale only: the finest scale of block 0's last layer is not computed."""
+    model = nb.create_model("msdnet_cifar10").eval()
+    last = model.units[model.exit_units[0] - 1]  # block 0 ends with layer 4 then its transition
+    finest = min(int(s) for s in last.scales.keys())
+    called = _called_modules(model, 0)
+    prefix = f"units.{model.exit_units[0] - 1}.scales.{finest}."
+    assert not any(n.startswith(prefix) for n in called)
+    assert any(n.startswith(prefix) for n in _called_modules(model, 1))
+    eager = nb.create_model("msdnet_cifar10", lazy_scales=False).eval()
+    assert any(n.startswith(prefix) for n in _called_modules(eager, 0))
+
+
+def test_timm_exits_truncates_the_backbone() -> None:
+    model = nb.create_model("timm_exits", backbone="resnet18", exit_stages=[1, 2, 3, 4]).eval()
+    assert model.num_exits == 4
+    called = _called_modules(model, 0)
+    assert not any(n.startswith("body.layer2") or n.startswith("body.layer4") for n in called)
+    assert any(n.startswith("body.layer1") for n in called)
+
+
+def test_timm_exits_rejects_untruncatable_wrappers() -> None:
+    with pytest.raises(UsageError, match="cannot stop early"):
+        nb.create_model("timm_exits", backbone="efficientnet_b0")
+    with pytest.raises(UsageError, match="unknown timm backbone"):
+        nb.create_model("timm_exits", backbone="no_such_net")

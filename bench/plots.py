@@ -78,7 +78,7 @@ def plot_budgeted(results: dict[str, Any] | Sequence[dict[str, Any]], out: str |
             raise UsageError(f"result {lab!r} has no budgeted curve {curve!r}; it has {', '.join(curves)}")
         c = curves[curve]
         xs, ys = pareto_envelope(c["mflops"], c["accuracy"])
-        line, = ax.plot(xs, 100 * ys, "-", label=lab)
+        line, = ax.plot(xs, 100 * ys, "-o", ms=3, label=lab)
         ax.plot(c["mflops"], [100 * a for a in c["accuracy"]], ".", ms=2, alpha=0.4, color=line.get_color())
     ax.set_xlabel("average budget per test sample (MFLOPs, fvcore)")
     ax.set_ylabel(f"{'clean' if curve == 'clean' else 'adversarial'} test accuracy (%)")

@@ -31,14 +31,14 @@ from .common import check_no_extra, check_source, not_found, split_indices, user
 DEFAULT_VAL_SIZE = 5000
 
 _SPECS: dict[str, dict[str, Any]] = {
-    "cifar10": dict(folder="cifar-10-batches-py", train=[f"data_batch_{i}" for i in range(1, 6)], test=["test_batch"],
-                    meta="batches.meta", label_key=b"labels", num_classes=10,
-                    mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616),
-                    layout="<root>/cifar-10-batches-py/{data_batch_1..data_batch_5,test_batch,batches.meta}"),
-    "cifar100": dict(folder="cifar-100-python", train=["train"], test=["test"], meta="meta",
-                     label_key=b"fine_labels", num_classes=100,
-                     mean=(0.5071, 0.4865, 0.4409), std=(0.2673, 0.2564, 0.2762),
-                     layout="<root>/cifar-100-python/{train,test,meta}"),
+    "cifar10": {"folder": "cifar-10-batches-py", "train": [f"data_batch_{i}" for i in range(1, 6)],
+                "test": ["test_batch"], "meta": "batches.meta", "label_key": b"labels", "num_classes": 10,
+                "mean": (0.4914, 0.4822, 0.4465), "std": (0.2470, 0.2435, 0.2616),
+                "layout": "<root>/cifar-10-batches-py/{data_batch_1..data_batch_5,test_batch,batches.meta}"},
+    "cifar100": {"folder": "cifar-100-python", "train": ["train"], "test": ["test"], "meta": "meta",
+                 "label_key": b"fine_labels", "num_classes": 100,
+                 "mean": (0.5071, 0.4865, 0.4409), "std": (0.2673, 0.2564, 0.2762),
+                 "layout": "<root>/cifar-100-python/{train,test,meta}"},
 }
 
 
@@ -71,6 +71,8 @@ def _build(name: str, root: str | os.PathLike | None, source: str, val_size: int
     if user is None:
         raise not_found(name, None, spec["layout"], how, why="no folder given")
     folder = user / spec["folder"] if (user / spec["folder"]).is_dir() else user
+    if not folder.is_dir():
+        raise not_found(name, user, spec["layout"], how)
     missing = [n for n in spec["train"] + spec["test"] if not (folder / n).is_file()]
     if missing:
         raise not_found(name, folder, spec["layout"], how, why=f"missing {', '.join(missing)}")
@@ -84,7 +86,7 @@ def _build(name: str, root: str | os.PathLike | None, source: str, val_size: int
         raise not_found(name, folder, spec["layout"], how, why=f"labels outside 0..{n_cls - 1}")
     n_val = DEFAULT_VAL_SIZE if val_size is None else int(val_size)
     tr_idx, va_idx = split_indices(len(y_tr), n_val, split_seed)
-    t = lambda a: torch.from_numpy(np.ascontiguousarray(a))  # noqa: E731
+    t = lambda a: torch.from_numpy(np.ascontiguousarray(a))
     train_tf = cifar_train_transform() if augment else None
     return DatasetBundle(
         name=name,

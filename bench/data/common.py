@@ -20,12 +20,14 @@ import gzip
 import hashlib
 import os
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import torch
 
 from ..errors import DataNotFoundError, UsageError
+from .base import DatasetBundle, TensorImageDataset
 
 ENV_DATA_ROOT = "NEOKD_DATA_ROOT"
 SOURCES = ("auto", "folder", "system", "bundled")
@@ -174,14 +176,13 @@ def to_tensor_nchw(images: np.ndarray) -> torch.Tensor:
 # MNIST-like (IDX) datasets: shared builder for MNIST and Fashion-MNIST
 # ------------------------------------------------------------------------------------------------
 def idx_bundle(*, name: str, folder: Path, source_label: str, val_size: int, split_seed: int,
-               mean: Sequence[float], std: Sequence[float], num_classes: int = 10) -> "DatasetBundle":
+               mean: Sequence[float], std: Sequence[float], num_classes: int = 10) -> DatasetBundle:
     """A :class:`DatasetBundle` from a folder of the four IDX files; val held out of train."""
-    from .base import DatasetBundle, TensorImageDataset
 
     raw = load_idx_folder(folder)
     x_tr, y_tr = raw["train_images"], raw["train_labels"]
     tr_idx, va_idx = split_indices(len(y_tr), val_size, split_seed)
-    as_t = lambda a: torch.from_numpy(np.ascontiguousarray(a).astype(np.int64))  # noqa: E731
+    as_t = lambda a: torch.from_numpy(np.ascontiguousarray(a).astype(np.int64))
     train = TensorImageDataset(to_tensor_nchw(x_tr[tr_idx]), as_t(y_tr[tr_idx]))
     val = TensorImageDataset(to_tensor_nchw(x_tr[va_idx]), as_t(y_tr[va_idx]))
     test = TensorImageDataset(to_tensor_nchw(raw["test_images"]), as_t(raw["test_labels"]))

@@ -36,7 +36,7 @@ DEFAULT_VAL_SIZE = 5000
 LAYOUT = ("<root>/FashionMNIST/raw/{train-images-idx3-ubyte,train-labels-idx1-ubyte,"
           "t10k-images-idx3-ubyte,t10k-labels-idx1-ubyte}[.gz] (or the four files in <root>)")
 HOW = ("pass --data-root DIR containing FashionMNIST/raw/, or `apt-get install dataset-fashion-mnist`, "
-       "or use --source bundled")
+       "or use --data-source bundled")
 
 
 def folder_candidates(root: Path) -> list[Path]:
@@ -59,7 +59,7 @@ def bundled_bundle(val_size: int | None, split_seed: int) -> DatasetBundle:
         raise UsageError(f"the bundled Fashion-MNIST subset has {n_val} validation images; "
                          f"pass --val-size 1..{n_val}, or a full copy with --data-root")
     n_val = n_val if val_size is None else val_size
-    mk = lambda x, y: TensorImageDataset(to_tensor_nchw(x), torch.from_numpy(y.astype(np.int64)))  # noqa: E731
+    mk = lambda x, y: TensorImageDataset(to_tensor_nchw(x), torch.from_numpy(y.astype(np.int64)))
     return DatasetBundle(
         name=NAME, train=mk(arrays["x_train"], arrays["y_train"]),
         val=mk(arrays["x_val"][:n_val], arrays["y_val"][:n_val]),

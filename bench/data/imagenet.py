@@ -24,7 +24,8 @@ from __future__ import annotations
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -75,7 +76,7 @@ class ImageFileDataset(Dataset):
             im = self.pil_transform(im)
         return _pil_to_uint8(im).float().div_(255.0), int(self.labels[i])
 
-    def subset(self, n: int | None) -> "ImageFileDataset":
+    def subset(self, n: int | None) -> ImageFileDataset:
         """The first ``n`` samples (the lists are stored in a seeded random order)."""
         if n is None or n >= len(self):
             return self
@@ -214,7 +215,7 @@ def imagenet(root: str | os.PathLike | None = None, source: str = "auto", val_si
     eval_tf = transforms.Compose([transforms.Resize(256), transforms.CenterCrop(224)])
     train_tf = transforms.Compose([transforms.RandomResizedCrop(224), transforms.RandomHorizontalFlip()]) \
         if augment else eval_tf
-    pick = lambda seq, idx: [seq[i] for i in idx]  # noqa: E731
+    pick = lambda seq, idx: [seq[i] for i in idx]
     return DatasetBundle(
         name="imagenet",
         train=ImageFileDataset(pick(tr_paths, tr_idx), pick(tr_labels, tr_idx), train_tf),

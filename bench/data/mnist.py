@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..errors import UsageError
 from .base import DatasetBundle
 from .common import check_no_extra, check_source, idx_bundle, idx_folder, not_found, user_root
 

@@ -107,7 +107,7 @@ def test_bundled_subset_shapes_and_range(bundled) -> None:
     for split in (bundled.train, bundled.val, bundled.test):
         x, y = split[0]
         assert x.shape == (1, 28, 28) and x.dtype == torch.float32 and isinstance(y, int)
-        xs, ys = split.tensors()
+        xs, _ = split.tensors()
         assert 0.0 <= float(xs.min()) and float(xs.max()) <= 1.0 and float(xs.max()) == 1.0
         assert split.images.dtype == torch.uint8
 
@@ -237,7 +237,7 @@ def test_cifar_happy_path(tmp_path, name: str, hundred: bool) -> None:
     b = nb.load_dataset(name, root=str(tmp_path), val_size=5, split_seed=1)
     assert (len(b.train), len(b.val), len(b.test)) == (15, 5, 20 if hundred else 4)
     assert b.num_classes == (100 if hundred else 10) and b.input_size == (3, 32, 32)
-    x, y = b.train[0]
+    x, _ = b.train[0]
     assert x.shape == (3, 32, 32) and 0 <= float(x.min()) and float(x.max()) <= 1
     assert b.train.transform is not None and b.val.transform is None and b.test.transform is None
     assert "pad 4" in b.info["augmentation"]

@@ -17,8 +17,8 @@ EXTRA = {"pgd-te": {"te_start_epoch": 1}, "trades-te": {"te_start_epoch": 1}}
 
 @pytest.fixture(scope="module")
 def batch(fmnist):
-    xs, ys = zip(*(fmnist.train[i] for i in range(24)))
-    return torch.stack(xs), torch.tensor(ys), torch.arange(24)
+    xs, ys = zip(*(fmnist.train[i] for i in range(12)))
+    return torch.stack(xs), torch.tensor(ys), torch.arange(12)
 
 
 def make(name: str, **kw):

@@ -138,7 +138,7 @@ def test_msdnet_first_exit_skips_fine_scales_it_does_not_need() -> None:
     """Exit 0 reads the coarsest scale only: the finest scale of block 0's last layer is not computed."""
     model = nb.create_model("msdnet_cifar10").eval()
     last = model.units[model.exit_units[0] - 1]  # block 0 ends with layer 4 then its transition
-    finest = min(int(s) for s in last.scales.keys())
+    finest = min(int(s) for s in last.scales)
     called = _called_modules(model, 0)
     prefix = f"units.{model.exit_units[0] - 1}.scales.{finest}."
     assert not any(n.startswith(prefix) for n in called)
@@ -151,7 +151,7 @@ def test_timm_exits_truncates_the_backbone() -> None:
     model = nb.create_model("timm_exits", backbone="resnet18", exit_stages=[1, 2, 3, 4]).eval()
     assert model.num_exits == 4
     called = _called_modules(model, 0)
-    assert not any(n.startswith("body.layer2") or n.startswith("body.layer4") for n in called)
+    assert not any(n.startswith(("body.layer2", "body.layer4")) for n in called)
     assert any(n.startswith("body.layer1") for n in called)
 
 

@@ -32,8 +32,9 @@ class Adv(Defense):
     source = "Hu et al., Triple Wins, ICLR 2020; NEO-KD (Ham et al., NeurIPS 2023) Eq. 4"
     assumptions = ("Clean and adversarial cross-entropies have equal weight 1 (Eq. 4).",)
 
-    def loss(self, model: nn.Module, x: Tensor, x_adv: Tensor, y: Tensor,
-             index: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+    def loss(
+        self, model: nn.Module, x: Tensor, x_adv: Tensor, y: Tensor, index: Tensor | None = None
+    ) -> tuple[Tensor, dict[str, Tensor]]:
         clean, adv = forward_both(model, x, x_adv)
         ce_clean, ce_adv = ce_sum(clean, y), ce_sum(adv, y)
         loss = ce_clean + ce_adv

@@ -37,8 +37,10 @@ from .base import Defense, DefenseConfig, ce_sum, coerce_teacher, forward_both, 
 from .kd import kd_kl
 from .skd import tempered_teacher
 
-_SOURCE = ("Goldblum et al., Adversarially Robust Distillation, AAAI 2020 (code defaults T=30, alpha=1); "
-           "NEO-KD (Ham et al., NeurIPS 2023) Sec. 4.1 and App. G / Table A4")
+_SOURCE = (
+    "Goldblum et al., Adversarially Robust Distillation, AAAI 2020 (code defaults T=30, alpha=1); "
+    "NEO-KD (Ham et al., NeurIPS 2023) Sec. 4.1 and App. G / Table A4"
+)
 
 
 @dataclass(frozen=True)
@@ -59,12 +61,18 @@ class ARD(Defense):
     source = _SOURCE
     assumptions = (
         "ARD teacher = the model's own clean exit (detached), not a separate pre-trained robust network.",
-        "ARD temperature T=30 and KD weight alpha=1 from ARD's released code; ARD's (1-alpha)*CE(clean) term "
-        "vanishes at alpha=1 and is replaced by the Eq. 4 CE terms of every exit at weight 1.",
-        "KD term = weight * T^2 * KL(teacher_T || student_T), KL summed over classes and batch-averaged "
-        "(ARD's code averages over classes too, i.e. a further 1/C).",
-        "Exit teacher k: clean exit k teaches adversarial exit k only; ensemble teacher: the mean of all exits' "
-        "tempered clean softmaxes teaches every adversarial exit.",
+        (
+            "ARD temperature T=30 and KD weight alpha=1 from ARD's released code; ARD's (1-alpha)*CE(clean) term "
+            "vanishes at alpha=1 and is replaced by the Eq. 4 CE terms of every exit at weight 1."
+        ),
+        (
+            "KD term = weight * T^2 * KL(teacher_T || student_T), KL summed over classes and batch-averaged "
+            "(ARD's code averages over classes too, i.e. a further 1/C)."
+        ),
+        (
+            "Exit teacher k: clean exit k teaches adversarial exit k only; ensemble teacher: the mean of all exits' "
+            "tempered clean softmaxes teaches every adversarial exit."
+        ),
     )
 
     def normalize_kwargs(self, kw: dict[str, Any]) -> dict[str, Any]:
@@ -88,8 +96,9 @@ class ARD(Defense):
         t = resolve_teacher(self.config.teacher, num_exits)
         return t, (list(range(num_exits)) if t == "ensemble" else [int(t)])
 
-    def loss(self, model: nn.Module, x: Tensor, x_adv: Tensor, y: Tensor,
-             index: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+    def loss(
+        self, model: nn.Module, x: Tensor, x_adv: Tensor, y: Tensor, index: Tensor | None = None
+    ) -> tuple[Tensor, dict[str, Tensor]]:
         cfg = self.config
         clean, adv = forward_both(model, x, x_adv)
         ce_clean, ce_adv = ce_sum(clean, y), ce_sum(adv, y)
@@ -103,13 +112,24 @@ class ARD(Defense):
 
 
 def _variant(cls_name: str, reg_name: str, teacher: Any, label: str) -> type:
-    cfg = dataclass(frozen=True)(type(f"{cls_name}Config", (ARDConfig,), {
-        "__annotations__": {"teacher": Any}, "teacher": teacher, "__module__": __name__}))
-    return type(cls_name, (ARD,), {
-        "name": reg_name, "Config": cfg, "source": _SOURCE + f"; Table A4 row '{label}'",
-        "__doc__": f"Table A4 '{label}': ARD with teacher={teacher!r} (0-based exit index or 'ensemble').",
-        "__module__": __name__,
-    })
+    cfg = dataclass(frozen=True)(
+        type(
+            f"{cls_name}Config",
+            (ARDConfig,),
+            {"__annotations__": {"teacher": Any}, "teacher": teacher, "__module__": __name__},
+        )
+    )
+    return type(
+        cls_name,
+        (ARD,),
+        {
+            "name": reg_name,
+            "Config": cfg,
+            "source": _SOURCE + f"; Table A4 row '{label}'",
+            "__doc__": f"Table A4 '{label}': ARD with teacher={teacher!r} (0-based exit index or 'ensemble').",
+            "__module__": __name__,
+        },
+    )
 
 
 # Table A4 (CIFAR-10, 3 exits) rows; registry names use 0-based exits like every config ("exit:0").

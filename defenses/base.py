@@ -112,7 +112,9 @@ class Defense:
             if value.lower() in ("none", ""):
                 return None
             if value.lower() not in AMP_ALIASES:
-                raise UsageError(f"attack_amp {value!r} is not supported; use bfloat16, float16 or leave it unset")
+                raise UsageError(
+                    f"attack_amp {value!r} is not supported; use bfloat16, float16 or leave it unset"
+                )
             return AMP_ALIASES[value.lower()]
         ftype = str(f.type)
         if isinstance(value, bool):
@@ -142,7 +144,9 @@ class Defense:
         if cfg.step_size is not None and not cfg.step_size > 0:
             raise UsageError(f"step_size must be > 0 (got {cfg.step_size}); e.g. step_size=0.00784 for 2/255")
         if not isinstance(cfg.steps, int) or cfg.steps < 1:
-            raise UsageError(f"steps must be an integer >= 1 (got {cfg.steps!r}); the paper trains with steps=7")
+            raise UsageError(
+                f"steps must be an integer >= 1 (got {cfg.steps!r}); the paper trains with steps=7"
+            )
         if cfg.attack_mode not in ATTACK_MODES:
             raise UsageError(f"attack_mode {cfg.attack_mode!r} is not supported; use eval or train")
         if cfg.attack_amp is not None and cfg.attack_amp not in AMP_ALIASES.values():
@@ -177,7 +181,12 @@ class Defense:
                 f"train_attack {cfg.train_attack!r} is out of range for a {num_exits}-exit model; "
                 f"use exit:0..exit:{num_exits - 1}"
             )
-        self.dataset, self.num_exits, self.num_classes, self.seed = dataset, int(num_exits), int(num_classes), int(seed)
+        self.dataset, self.num_exits, self.num_classes, self.seed = (
+            dataset,
+            int(num_exits),
+            int(num_classes),
+            int(seed),
+        )
         self.config = self.resolve(cfg)
 
     def start_epoch(self, epoch: int) -> None:
@@ -205,8 +214,14 @@ class Defense:
         from .. import create_attack
 
         return create_attack(
-            "pgd", eps=cfg.eps, step_size=cfg.step_size, steps=cfg.steps, objective=cfg.train_attack,
-            mode=cfg.attack_mode, amp_dtype=cfg.attack_amp, seed=seed,
+            "pgd",
+            eps=cfg.eps,
+            step_size=cfg.step_size,
+            steps=cfg.steps,
+            objective=cfg.train_attack,
+            mode=cfg.attack_mode,
+            amp_dtype=cfg.attack_amp,
+            seed=seed,
         )
 
     @staticmethod
@@ -220,13 +235,15 @@ class Defense:
         The random start is seeded from torch's global RNG (:meth:`draw_seed`)."""
         return self.attack(seed=self.draw_seed())(model, x, y).detach()
 
-    def loss(self, model: nn.Module, x: Tensor, x_adv: Tensor, y: Tensor,
-             index: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+    def loss(
+        self, model: nn.Module, x: Tensor, x_adv: Tensor, y: Tensor, index: Tensor | None = None
+    ) -> tuple[Tensor, dict[str, Tensor]]:
         """Scalar training loss (batch mean, summed over exits) and named detached components."""
         raise NotImplementedError
 
-    def training_step(self, model: nn.Module, x: Tensor, y: Tensor,
-                      index: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor], Tensor]:
+    def training_step(
+        self, model: nn.Module, x: Tensor, y: Tensor, index: Tensor | None = None
+    ) -> tuple[Tensor, dict[str, Tensor], Tensor]:
         """``adversarial()`` then ``loss()``; returns ``(loss, parts, x_adv)``."""
         if self.epoch is None:
             self.start_epoch(0)
@@ -245,16 +262,23 @@ class Defense:
             "source": self.source,
         }
 
-    def all_assumptions(self) -> tuple[str, ...]:
-        common = (
+    common_assumptions: ClassVar[tuple[str, ...]] = (
+        (
             "Training adversarial examples: neokd_bench PGD with a uniform random start in the eps-ball, "
             "sign-gradient steps, projection and [0,1] clamping; made in the mode given by attack_mode "
-            "(DESIGN.md: eval) and the model's mode is restored afterwards.",
-            "Losses are averaged over the batch and summed over exits (paper Eq. 4/7).",
+            "(DESIGN.md: eval) and the model's mode is restored afterwards. The random start is seeded from "
+            "torch's global RNG, which the trainer seeds per epoch (reproducible, exact on resume)."
+        ),
+        "Losses are averaged over the batch and summed over exits (paper Eq. 4/7).",
+        (
             "Clean and adversarial outputs for the loss come from two separate forward passes in train mode "
-            "(no clean+adversarial concatenation, so BatchNorm statistics are per pass).",
-        )
-        return common + tuple(self.assumptions)
+            "(no clean+adversarial concatenation, so BatchNorm statistics are per pass)."
+        ),
+    )
+
+    def all_assumptions(self) -> tuple[str, ...]:
+        """The shared assumptions (a subclass may replace them) followed by the defense's own."""
+        return tuple(self.common_assumptions) + tuple(self.assumptions)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.config})"
@@ -298,8 +322,9 @@ def coerce_teacher(teacher: Any) -> int | str:
         t = teacher.strip().lower()
         if t in ("last", "ensemble"):
             return t
-        if t.startswith("exit:"):
-            t = t[5:]
+        t = t.removeprefix("exit:")
         if t.isdigit():
             return int(t)
-    raise UsageError(f"teacher {teacher!r} is not valid; use last, ensemble or a 0-based exit index such as 0")
+    raise UsageError(
+        f"teacher {teacher!r} is not valid; use last, ensemble or a 0-based exit index such as 0"
+    )

@@ -13,7 +13,7 @@ Exit indices are 0-based. All teachers and soft labels are detached (they carry 
 from __future__ import annotations
 
 import warnings
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -22,8 +22,14 @@ from torch import Tensor
 from ..errors import UsageError
 
 __all__ = [
-    "neighbour_teachers", "neighbourhood_radius", "class_permutation", "orthogonal_supports",
-    "orthogonal_soft_labels", "soft_cross_entropy", "kd_kl", "EOKDWarning",
+    "EOKDWarning",
+    "class_permutation",
+    "kd_kl",
+    "neighbour_teachers",
+    "neighbourhood_radius",
+    "orthogonal_soft_labels",
+    "orthogonal_supports",
+    "soft_cross_entropy",
 ]
 
 
@@ -48,7 +54,9 @@ def neighbourhood_radius(neighbourhood: str | int, num_exits: int) -> int:
 
 
 @torch.no_grad()
-def neighbour_teachers(clean_logits: Sequence[Tensor], neighbourhood: str | int = "neighbours") -> list[Tensor]:
+def neighbour_teachers(
+    clean_logits: Sequence[Tensor], neighbourhood: str | int = "neighbours"
+) -> list[Tensor]:
     """NKD teachers (paper Eq. 5): for exit i, the mean of ``softmax(clean_logits[j])`` over the exits j of
     its neighbourhood that exist. With ``"neighbours"`` that is {0,1} for the first exit, {L-2,L-1} for the
     last and {i-1,i,i+1} in between. Temperature 1; the result is detached (float32)."""
@@ -58,7 +66,7 @@ def neighbour_teachers(clean_logits: Sequence[Tensor], neighbourhood: str | int 
     out = []
     for i in range(num_exits):
         lo, hi = max(0, i - r), min(num_exits - 1, i + r)
-        out.append(torch.stack(probs[lo:hi + 1]).mean(0))
+        out.append(torch.stack(probs[lo : hi + 1]).mean(0))
     return out
 
 
@@ -87,7 +95,10 @@ def orthogonal_supports(y: Tensor, perm: Tensor, num_exits: int) -> Tensor:
             _warned_k0.add((num_classes, num_exits))
             warnings.warn(
                 f"EOKD: floor((C-1)/L) = floor({num_classes - 1}/{num_exits}) = 0, so no exit gets a non-label "
-                "class; the orthogonal soft labels are one-hot on the true class", EOKDWarning, stacklevel=3)
+                "class; the orthogonal soft labels are one-hot on the true class",
+                EOKDWarning,
+                stacklevel=3,
+            )
         return label.unsqueeze(0).expand(num_exits, -1, -1).clone()
     rank = torch.empty_like(perm)
     rank[perm] = torch.arange(num_classes, device=y.device)  # rank[c] = position of class c in perm

@@ -41,10 +41,12 @@ from torch import Tensor, nn
 from ..errors import UsageError
 from .base import Defense, DefenseConfig, ce_sum
 
-_NOT_FOUND = ("we could not find the exact LW regularizer of Chen et al. 2022; implemented as "
-              "lambda_i * squared Frobenius norm of the weight of exit i's last (logit-producing) fully "
-              "connected layer, lambda = 0.1 for exits 1-3 and 0.15 after (a third-party review's "
-              "CIFAR-100 setting)")
+_NOT_FOUND = (
+    "we could not find the exact LW regularizer of Chen et al. 2022; implemented as "
+    "lambda_i * squared Frobenius norm of the weight of exit i's last (logit-producing) fully "
+    "connected layer, lambda = 0.1 for exits 1-3 and 0.15 after (a third-party review's "
+    "CIFAR-100 setting)"
+)
 
 
 def default_weights(num_exits: int) -> tuple[float, ...]:
@@ -95,8 +97,10 @@ class LW(Defense):
 
     name = "lw"
     Config = LWConfig
-    source = ("Chen, Shen, Wang & Wang, Towards improving fast adversarial training in multi-exit network, "
-              "Neural Networks 150, 2022 (form reconstructed; see assumptions)")
+    source = (
+        "Chen, Shen, Wang & Wang, Towards improving fast adversarial training in multi-exit network, "
+        "Neural Networks 150, 2022 (form reconstructed; see assumptions)"
+    )
     assumptions = (
         _NOT_FOUND,
         "Penalty on the weight matrix only (not the bias), summed over exits and added to Eq. 4.",
@@ -140,8 +144,9 @@ class LW(Defense):
             self._heads[model] = heads
         return heads
 
-    def loss(self, model: nn.Module, x: Tensor, x_adv: Tensor, y: Tensor,
-             index: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+    def loss(
+        self, model: nn.Module, x: Tensor, x_adv: Tensor, y: Tensor, index: Tensor | None = None
+    ) -> tuple[Tensor, dict[str, Tensor]]:
         heads = self.classifiers(model, x)
         clean = list(model(x))
         adv = list(model(x_adv))

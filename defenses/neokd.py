@@ -30,10 +30,18 @@ from torch import Tensor, nn
 
 from ..errors import UsageError
 from .base import Defense, DefenseConfig, ce_sum, forward_both
-from .kd import class_permutation, neighbour_teachers, neighbourhood_radius, orthogonal_soft_labels, soft_cross_entropy
+from .kd import (
+    class_permutation,
+    neighbour_teachers,
+    neighbourhood_radius,
+    orthogonal_soft_labels,
+    soft_cross_entropy,
+)
 
-_TABLE7 = ("Table 7 variants keep EOKD (beta=1): its 'Ensemble neighbors (NKD)' row (44.20% avg.) equals "
-           "full NEO-KD in Table 6, so the rows are NEO-KD with another NKD neighbourhood.")
+_TABLE7 = (
+    "Table 7 variants keep EOKD (beta=1): its 'Ensemble neighbors (NKD)' row (44.20% avg.) equals "
+    "full NEO-KD in Table 6, so the rows are NEO-KD with another NKD neighbourhood."
+)
 _SOURCE = "Ham et al., NEO-KD, NeurIPS 2023, Sec. 3.2 Eq. 5-7, App. A.2; DESIGN.md (NKD, EOKD)"
 
 
@@ -57,13 +65,19 @@ class NEOKD(Defense):
     Config = NEOKDConfig
     source = _SOURCE
     assumptions = (
-        "NKD and EOKD use the soft-label cross-entropy (teacher entropy included; same gradient as KL), "
-        "temperature 1, teachers and soft labels detached (no gradient through the clean pass into them).",
+        (
+            "NKD and EOKD use the soft-label cross-entropy (teacher entropy included; same gradient as KL), "
+            "temperature 1, teachers and soft labels detached (no gradient through the clean pass into them)."
+        ),
         "The NKD teacher of exit i averages the clean softmax probabilities (not logits) of its neighbourhood.",
-        "EOKD permutation: drawn at the start of every epoch from a torch.Generator seeded by "
-        "numpy SeedSequence([seed, epoch]); it is fixed within an epoch and identical on resume.",
-        "EOKD class split: remove y from the permutation, exit i takes positions [i*k,(i+1)*k), "
-        "k = floor((C-1)/L); leftover classes go to no exit; if k == 0 the soft label is one-hot (warned).",
+        (
+            "EOKD permutation: drawn at the start of every epoch from a torch.Generator seeded by "
+            "numpy SeedSequence([seed, epoch]); it is fixed within an epoch and identical on resume."
+        ),
+        (
+            "EOKD class split: remove y from the permutation, exit i takes positions [i*k,(i+1)*k), "
+            "k = floor((C-1)/L); leftover classes go to no exit; if k == 0 the soft label is one-hot (warned)."
+        ),
         "gamma defaults to presets.gamma_for(dataset, num_exits) (all ones for datasets not in the paper).",
     )
 
@@ -120,7 +134,9 @@ class NEOKD(Defense):
         if self.epoch is None:
             self.start_epoch(0)
         if getattr(self, "_perm", None) is None:
-            raise UsageError(f"defense {self.name!r}: call setup(...) before training (num_classes is unknown)")
+            raise UsageError(
+                f"defense {self.name!r}: call setup(...) before training (num_classes is unknown)"
+            )
         return self._perm
 
     def _gamma(self, num_exits: int) -> tuple[float, ...]:
@@ -131,8 +147,9 @@ class NEOKD(Defense):
             raise UsageError(f"gamma has {len(g)} values but the model returned {num_exits} exits")
         return g
 
-    def loss(self, model: nn.Module, x: Tensor, x_adv: Tensor, y: Tensor,
-             index: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+    def loss(
+        self, model: nn.Module, x: Tensor, x_adv: Tensor, y: Tensor, index: Tensor | None = None
+    ) -> tuple[Tensor, dict[str, Tensor]]:
         cfg = self.config
         clean, adv = forward_both(model, x, x_adv)
         num_exits = len(clean)

@@ -36,8 +36,10 @@ from ..errors import UsageError
 from .base import Defense, DefenseConfig, ce_sum, coerce_teacher, forward_both, resolve_teacher
 from .kd import kd_kl
 
-_SOURCE = ("Phuong & Lampert, ICCV 2019 (self-distillation for multi-exit networks) + adversarial training; "
-           "NEO-KD (Ham et al., NeurIPS 2023) Sec. 4.1 and App. G / Table A4")
+_SOURCE = (
+    "Phuong & Lampert, ICCV 2019 (self-distillation for multi-exit networks) + adversarial training; "
+    "NEO-KD (Ham et al., NeurIPS 2023) Sec. 4.1 and App. G / Table A4"
+)
 
 
 def tempered_teacher(logits: list[Tensor], teacher: int | str, temperature: float) -> Tensor:
@@ -66,11 +68,15 @@ class SKD(Defense):
     source = _SOURCE
     assumptions = (
         "SKD temperature T=2.5 and weight 0.35 are not in the paper (DESIGN.md: a co-author's multi-exit code).",
-        "KD term = weight * T^2 * KL(teacher_T || student_T), KL summed over classes and batch-averaged; "
-        "teacher detached; T fixed (no annealing).",
+        (
+            "KD term = weight * T^2 * KL(teacher_T || student_T), KL summed over classes and batch-averaged; "
+            "teacher detached; T fixed (no annealing)."
+        ),
         "The KD term is added to Eq. 4 (CE terms keep weight 1).",
-        "Students: every exit except an exit teacher; all exits for the ensemble teacher (mean of tempered "
-        "softmaxes). Clean teaches clean, adversarial teaches adversarial.",
+        (
+            "Students: every exit except an exit teacher; all exits for the ensemble teacher (mean of tempered "
+            "softmaxes). Clean teaches clean, adversarial teaches adversarial."
+        ),
     )
 
     def normalize_kwargs(self, kw: dict[str, Any]) -> dict[str, Any]:
@@ -94,8 +100,9 @@ class SKD(Defense):
         t = resolve_teacher(self.config.teacher, num_exits)
         return t, [i for i in range(num_exits) if i != t]
 
-    def loss(self, model: nn.Module, x: Tensor, x_adv: Tensor, y: Tensor,
-             index: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+    def loss(
+        self, model: nn.Module, x: Tensor, x_adv: Tensor, y: Tensor, index: Tensor | None = None
+    ) -> tuple[Tensor, dict[str, Tensor]]:
         cfg = self.config
         clean, adv = forward_both(model, x, x_adv)
         ce_clean, ce_adv = ce_sum(clean, y), ce_sum(adv, y)
@@ -111,13 +118,24 @@ class SKD(Defense):
 
 
 def _variant(cls_name: str, reg_name: str, teacher: Any, label: str) -> type:
-    cfg = dataclass(frozen=True)(type(f"{cls_name}Config", (SKDConfig,), {
-        "__annotations__": {"teacher": Any}, "teacher": teacher, "__module__": __name__}))
-    return type(cls_name, (SKD,), {
-        "name": reg_name, "Config": cfg, "source": _SOURCE + f"; Table A4 row '{label}'",
-        "__doc__": f"Table A4 '{label}': SKD with teacher={teacher!r} (0-based exit index or 'ensemble').",
-        "__module__": __name__,
-    })
+    cfg = dataclass(frozen=True)(
+        type(
+            f"{cls_name}Config",
+            (SKDConfig,),
+            {"__annotations__": {"teacher": Any}, "teacher": teacher, "__module__": __name__},
+        )
+    )
+    return type(
+        cls_name,
+        (SKD,),
+        {
+            "name": reg_name,
+            "Config": cfg,
+            "source": _SOURCE + f"; Table A4 row '{label}'",
+            "__doc__": f"Table A4 '{label}': SKD with teacher={teacher!r} (0-based exit index or 'ensemble').",
+            "__module__": __name__,
+        },
+    )
 
 
 # Table A4 (CIFAR-10, 3 exits) rows; registry names use 0-based exits like every config ("exit:0").

@@ -37,8 +37,9 @@ Memory: the buffer holds ``N_train * L * C`` float32 values on the model's devic
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -48,9 +49,11 @@ from ..attacks.base import autocast, model_mode, project
 from ..errors import UsageError
 from .base import Defense, DefenseConfig
 
-_SOURCE = ("Dong et al., Exploring Memorization in Adversarial Training, ICLR 2022 (TEAT; settings from "
-           "github.com/dongyp13/memorization-AT); multi-exit adaptation per NEO-KD (Ham et al., NeurIPS 2023) "
-           "App. F / Table A3")
+_SOURCE = (
+    "Dong et al., Exploring Memorization in Adversarial Training, ICLR 2022 (TEAT; settings from "
+    "github.com/dongyp13/memorization-AT); multi-exit adaptation per NEO-KD (Ham et al., NeurIPS 2023) "
+    "App. F / Table A3"
+)
 
 
 def sigmoid_rampup(epoch1: int, start: int, end: int) -> float:
@@ -84,16 +87,37 @@ class _TEAT(Defense):
     source = _SOURCE
     trades: bool = False
     assumptions = (
-        "One temporal ensemble per training sample and per exit (buffer [N_train, L, C]); each exit is "
-        "regularized toward its own ensemble.",
-        "TEAT settings from its released code: momentum 0.9, weight 300, sigmoid ramp from epoch 90 to 150 "
-        "(1-based), TRADES beta 6; the ensemble starts at zero and is renormalized when read.",
-        "Ensemble update: softmax of the clean input in attack_mode (eval), before the attack, from "
-        "te_start_epoch on; the attack and the loss read the updated value.",
-        "Multi-exit attack (App. F): PGD on the mean over exits of the per-exit TEAT attack loss (train_attack="
-        "average, default); max-average selects per sample by the mean attack loss.",
-        "MSE term = mean over classes of the squared difference, batch mean (TEAT's .mean()), per exit, summed "
-        "over exits.",
+        (
+            "One temporal ensemble per training sample and per exit (buffer [N_train, L, C]); each exit is "
+            "regularized toward its own ensemble."
+        ),
+        (
+            "TEAT settings from its released code: momentum 0.9, weight 300, sigmoid ramp from epoch 90 to 150 "
+            "(1-based), TRADES beta 6; the ensemble starts at zero and is renormalized when read."
+        ),
+        (
+            "Ensemble update: softmax of the clean input in attack_mode (eval), before the attack, from "
+            "te_start_epoch on; the attack and the loss read the updated value."
+        ),
+        (
+            "Multi-exit attack (App. F): PGD on the mean over exits of the per-exit TEAT attack loss (train_attack="
+            "average, default); max-average selects per sample by the mean attack loss."
+        ),
+        (
+            "MSE term = mean over classes of the squared difference, batch mean (TEAT's .mean()), per exit, summed "
+            "over exits."
+        ),
+    )
+
+    common_assumptions = (
+        (
+            "Training adversarial examples: TEAT's own PGD loop in this module (its attack loss is not a "
+            "cross-entropy objective): PGD-TE starts uniformly in the eps-ball, TRADES-TE at x + 0.001*N(0,1); "
+            "sign-gradient steps, projection and [0,1] clamping, in attack_mode (eval), mode restored; the "
+            "start is seeded from torch's global RNG, which the trainer seeds per epoch."
+        ),
+        "Losses are averaged over the batch and summed over exits.",
+        "Forward passes for the loss run in train mode; PGD-TE uses only the adversarial pass (as TEAT's PGD-AT).",
     )
 
     def __init__(self, **config_kwargs: Any) -> None:
@@ -138,8 +162,10 @@ class _TEAT(Defense):
         need = int(index.max()) + 1
         buf = self.soft_labels
         if buf is not None and buf.shape[1:] != (num_exits, num_classes):
-            raise UsageError(f"{self.name}: the ensemble buffer is for {tuple(buf.shape[1:])} (exits, classes), "
-                             f"the model has ({num_exits}, {num_classes}); use a fresh run")
+            raise UsageError(
+                f"{self.name}: the ensemble buffer is for {tuple(buf.shape[1:])} (exits, classes), "
+                f"the model has ({num_exits}, {num_classes}); use a fresh run"
+            )
         if buf is None:
             buf = torch.zeros(need, num_exits, num_classes, device=device)
         elif buf.device != device:
@@ -153,7 +179,8 @@ class _TEAT(Defense):
         if index is None:
             raise UsageError(
                 f"defense {self.name!r} keeps a per-sample ensemble and needs the dataset indices; "
-                "call training_step(model, x, y, index=indices)")
+                "call training_step(model, x, y, index=indices)"
+            )
         index = torch.as_tensor(index).long().view(-1)
         if index.numel() != n or int(index.min()) < 0:
             raise UsageError(f"{self.name}: index must hold one non-negative dataset index per sample")
@@ -179,8 +206,9 @@ class _TEAT(Defense):
         """Per-sample attack loss ``[B]`` of exit ``k`` (larger is better for the attacker)."""
         raise NotImplementedError
 
-    def _pgd(self, model: nn.Module, x: Tensor, y: Tensor, start: Tensor,
-             loss_of: Callable[[Tensor], Tensor]) -> Tensor:
+    def _pgd(
+        self, model: nn.Module, x: Tensor, y: Tensor, start: Tensor, loss_of: Callable[[Tensor], Tensor]
+    ) -> Tensor:
         cfg = self.config
         adv = start.detach()
         for _ in range(cfg.steps):
@@ -201,8 +229,10 @@ class _TEAT(Defense):
     def adversarial(self, model: nn.Module, x: Tensor, y: Tensor, index: Tensor | None = None) -> Tensor:
         cfg = self.config
         if cfg.eps is None or cfg.step_size is None:
-            raise UsageError(f"defense {self.name!r}: eps and step_size are unresolved; call setup(dataset=...) "
-                             "first or pass eps= and step_size=")
+            raise UsageError(
+                f"defense {self.name!r}: eps and step_size are unresolved; call setup(dataset=...) "
+                "first or pass eps= and step_size="
+            )
         x, y = x.detach(), y.detach()
         gen = torch.Generator(device=x.device).manual_seed(self.draw_seed())
         with model_mode(model, cfg.attack_mode), torch.enable_grad():
@@ -216,23 +246,43 @@ class _TEAT(Defense):
                 ctx["targets"] = self.targets(idx, x.device)
             ta = cfg.train_attack
             if ta == "average":
+
                 def avg(a: Tensor) -> Tensor:
-                    return torch.stack([self.attack_loss(z, k, y, ctx) for k, z in enumerate(model(a))]).mean(0)
+                    return torch.stack([self.attack_loss(z, k, y, ctx) for k, z in enumerate(model(a))]).mean(
+                        0
+                    )
+
                 return self._pgd(model, x, y, self._start(x, gen), avg)
             if ta.startswith("exit:"):
                 k = int(ta[5:])
-                return self._pgd(model, x, y, self._start(x, gen),
-                                 lambda a: self.attack_loss(model(a, upto=k)[k], k, y, ctx))
+                return self._pgd(
+                    model,
+                    x,
+                    y,
+                    self._start(x, gen),
+                    lambda a: self.attack_loss(model(a, upto=k)[k], k, y, ctx),
+                )
             # max-average: one single-exit attack per exit, then keep the candidate with the largest mean loss
             starts = [self._start(x, gen) for _ in range(num_exits)]
-            cands = torch.stack([
-                self._pgd(model, x, y, starts[k],
-                          lambda a, k=k: self.attack_loss(model(a, upto=k)[k], k, y, ctx))
-                for k in range(num_exits)])
+            cands = torch.stack(
+                [
+                    self._pgd(
+                        model,
+                        x,
+                        y,
+                        starts[k],
+                        lambda a, k=k: self.attack_loss(model(a, upto=k)[k], k, y, ctx),
+                    )
+                    for k in range(num_exits)
+                ]
+            )
             with torch.no_grad(), autocast(x.device, cfg.attack_amp):
-                means = torch.stack([
-                    torch.stack([self.attack_loss(z, j, y, ctx) for j, z in enumerate(model(c))]).mean(0)
-                    for c in cands])  # [L, B]
+                means = torch.stack(
+                    [
+                        torch.stack([self.attack_loss(z, j, y, ctx) for j, z in enumerate(model(c))]).mean(0)
+                        for c in cands
+                    ]
+                )  # [L, B]
             best = means.argmax(0)
             return cands[best, torch.arange(x.shape[0], device=x.device)].detach()
 
@@ -253,8 +303,9 @@ class PGDTE(_TEAT):
             loss = loss + ctx["w"] * self.mse(logits, ctx["targets"][:, k])
         return loss
 
-    def loss(self, model: nn.Module, x: Tensor, x_adv: Tensor, y: Tensor,
-             index: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+    def loss(
+        self, model: nn.Module, x: Tensor, x_adv: Tensor, y: Tensor, index: Tensor | None = None
+    ) -> tuple[Tensor, dict[str, Tensor]]:
         adv = list(model(x_adv))
         ce_adv = torch.stack([F.cross_entropy(z.float(), y) for z in adv]).sum()
         te = ce_adv.new_zeros(())
@@ -279,14 +330,18 @@ class TRADESTE(_TEAT):
             loss = loss + ctx["w"] * self.mse(logits, ctx["targets"][:, k])
         return loss
 
-    def loss(self, model: nn.Module, x: Tensor, x_adv: Tensor, y: Tensor,
-             index: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+    def loss(
+        self, model: nn.Module, x: Tensor, x_adv: Tensor, y: Tensor, index: Tensor | None = None
+    ) -> tuple[Tensor, dict[str, Tensor]]:
         clean = list(model(x))
         adv = list(model(x_adv))
         ce_clean = torch.stack([F.cross_entropy(z.float(), y) for z in clean]).sum()
-        kl = torch.stack([
-            F.kl_div(F.log_softmax(a.float(), -1), F.softmax(c.float(), -1), reduction="batchmean")
-            for c, a in zip(clean, adv)]).sum()
+        kl = torch.stack(
+            [
+                F.kl_div(F.log_softmax(a.float(), -1), F.softmax(c.float(), -1), reduction="batchmean")
+                for c, a in zip(clean, adv)
+            ]
+        ).sum()
         te = ce_clean.new_zeros(())
         if self.te_active:
             tg = self.targets(self._check_index(index, x.shape[0]), x.device)

@@ -13,6 +13,16 @@ from neokd_bench.flops import exit_flops, full_forward_flops
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Batch-2 forwards of small models gain nothing from a second thread, and on a busy 2-core machine
+    the thread pool's start-up costs seconds; restore the session's setting afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def counts() -> dict[str, tuple[list[int], int]]:
     """Per-model (exit_flops, full_forward_flops), computed once per test module (tracing is slow)."""

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
+import neokd_bench as nb
 import pytest
 import torch
-
-import neokd_bench as nb
 from neokd_bench.errors import UsageError
 
 DEFENSES = nb.list_defenses()
@@ -29,9 +29,27 @@ def make(name: str, **kw):
 
 
 def test_core_defenses_registered():
-    expected = {"adv", "skd", "ard", "lw", "pgd-te", "trades-te", "neokd", "nkd", "eokd", "nkd-no-ensemble",
-                "nkd-ensemble-all", "skd-exit0", "skd-exit1", "skd-exit2", "skd-ensemble", "ard-exit0",
-                "ard-exit1", "ard-exit2", "ard-ensemble"}
+    expected = {
+        "adv",
+        "skd",
+        "ard",
+        "lw",
+        "pgd-te",
+        "trades-te",
+        "neokd",
+        "nkd",
+        "eokd",
+        "nkd-no-ensemble",
+        "nkd-ensemble-all",
+        "skd-exit0",
+        "skd-exit1",
+        "skd-exit2",
+        "skd-ensemble",
+        "ard-exit0",
+        "ard-exit1",
+        "ard-exit2",
+        "ard-ensemble",
+    }
     assert expected <= set(DEFENSES)
 
 
@@ -75,13 +93,21 @@ def test_describe_is_json_and_resolved(name):
 def test_config_is_frozen_with_paper_defaults(name):
     d = nb.create_defense(name)
     assert d.config.steps == 7 and d.config.attack_mode == "eval" and d.config.attack_amp is None
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         d.config.steps = 3  # type: ignore[misc]
 
 
 @pytest.mark.parametrize("name", DEFENSES)
-@pytest.mark.parametrize("kw", [{"no_such_option": 1}, {"eps": -0.1}, {"train_attack": "maximum"},
-                                {"steps": 0}, {"attack_mode": "test"}])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"no_such_option": 1},
+        {"eps": -0.1},
+        {"train_attack": "maximum"},
+        {"steps": 0},
+        {"attack_mode": "test"},
+    ],
+)
 def test_bad_config_is_a_usage_error(name, kw):
     with pytest.raises(UsageError) as exc:
         nb.create_defense(name, **kw)
@@ -99,7 +125,7 @@ def test_eval_mode_is_restored_by_adversarial(name, batch):
 
 
 def test_training_attack_is_reproducible_from_the_global_seed(batch):
-    x, y, idx = batch
+    x, y, _idx = batch
     model = nb.create_model("smallcnn")
     d = make("adv")
     torch.manual_seed(3)
@@ -130,3 +156,15 @@ def test_gamma_resolves_from_presets():
     d.setup(dataset="cifar100", num_exits=7, num_classes=100, seed=0)
     assert d.config.gamma == (1, 1, 1, 1.5, 1.5, 1.5, 1.5)
     assert d.config.eps == pytest.approx(8 / 255) and d.config.step_size == pytest.approx(2 / 255)
+
+
+@pytest.mark.parametrize("name", ["pgd-te", "trades-te"])
+@pytest.mark.parametrize("objective", ["max-average", "exit:0"])
+def test_teat_attack_objectives(name, objective, batch):
+    x, y, idx = batch
+    model = nb.create_model("smallcnn").train()
+    d = make(name, train_attack=objective)
+    x_adv = d.adversarial(model, x, y, index=idx)
+    assert model.training
+    assert float((x_adv - x).abs().max()) <= d.config.eps + 1e-6
+    assert float(x_adv.min()) >= 0.0 and float(x_adv.max()) <= 1.0

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import warnings
 
+import neokd_bench as nb
 import pytest
 import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-import neokd_bench as nb
 from neokd_bench.defenses import kd
 from neokd_bench.errors import UsageError
 
@@ -75,7 +74,7 @@ def test_supports_follow_the_permutation_order():
     masks = kd.orthogonal_supports(y, perm, 3)
     rest = [c for c in perm.tolist() if c != 0]
     for i in range(3):
-        assert set(masks[i, 0].nonzero().view(-1).tolist()) == {0, *rest[3 * i:3 * i + 3]}
+        assert set(masks[i, 0].nonzero().view(-1).tolist()) == {0, *rest[3 * i : 3 * i + 3]}
 
 
 def test_k0_warns_and_falls_back_to_one_hot():

@@ -1,0 +1,134 @@
+"""PGD: agreement with torchattacks on one exit, the objectives over exits, max-average selection."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+import torchattacks
+
+import neokd_bench as nb
+from neokd_bench.attacks.base import Objective, objective_loss, select_max_average
+from neokd_bench.models.base import ExitForward
+from tiny_models import make_batch, make_model
+
+
+@pytest.mark.parametrize("steps", [1, 5])
+def test_matches_torchattacks_without_random_start(steps: int) -> None:
+    model = make_model(1)
+    x, y = make_batch(model, 32)
+    ours = nb.create_attack("pgd", eps=0.06, step_size=0.01, steps=steps, random_start=False, objective="exit:0")
+    ref = torchattacks.PGD(ExitForward(model, 0), eps=0.06, alpha=0.01, steps=steps, random_start=False)
+    torch.testing.assert_close(ours(model, x, y), ref(x, y), rtol=0, atol=1e-6)
+
+
+def test_matches_torchattacks_with_the_same_random_start() -> None:
+    # torchattacks draws its start from the global RNG with uniform_(-eps, eps); ours draws the same formula
+    # from a local generator, so the same seed gives the same start.
+    model = make_model(1)
+    x, y = make_batch(model, 32)
+    ours = nb.create_attack("pgd", eps=0.06, step_size=0.01, steps=4, random_start=True, objective="exit:0", seed=7)
+    ref = torchattacks.PGD(ExitForward(model, 0), eps=0.06, alpha=0.01, steps=4, random_start=True)
+    torch.manual_seed(7)
+    torch.testing.assert_close(ours(model, x, y), ref(x, y), rtol=0, atol=1e-6)
+
+
+def test_average_objective_is_mean_of_per_exit_ce() -> None:
+    model = make_model(3)
+    x, y = make_batch(model, 8)
+    per_exit = torch.stack([F.cross_entropy(o, y, reduction="none") for o in model(x)]).mean(0)
+    torch.testing.assert_close(objective_loss(model, x, y, Objective.parse("average")), per_exit)
+    # ... which is not the CE of the averaged logits
+    avg_logits = torch.stack(model(x)).mean(0)
+    assert not torch.allclose(per_exit, F.cross_entropy(avg_logits, y, reduction="none"))
+    # One step without random start moves along the sign of that loss's input gradient.
+    xr = x.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(objective_loss(model, xr, y, Objective("average")).mean(), [xr])
+    expected = torch.clamp(x + 0.01 * g.sign(), 0, 1)
+    got = nb.create_attack("pgd", eps=0.05, step_size=0.01, steps=1, random_start=False, objective="average")(model, x, y)
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
+
+
+def test_max_average_selects_the_candidate_with_largest_mean_loss() -> None:
+    model = make_model(3)
+    x, y = make_batch(model, 24)
+    attack = nb.create_attack("pgd", eps=0.1, step_size=0.02, steps=4, objective="max-average", seed=5)
+    cands = attack.candidates(model, x, y)
+    assert cands.shape == (3, *x.shape)
+    x_adv = attack(model, x, y)
+    with torch.no_grad():
+        def mean_loss(z: torch.Tensor) -> torch.Tensor:
+            return torch.stack([F.cross_entropy(o, y, reduction="none") for o in model(z)]).mean(0)
+
+        chosen = mean_loss(x_adv)
+        for k in range(3):
+            assert (chosen >= mean_loss(cands[k]) - 1e-6).all()
+    # Each chosen sample is one of its candidates.
+    match = torch.stack([(cands[k] == x_adv).flatten(1).all(1) for k in range(3)]).any(0)
+    assert match.all()
+
+
+def test_candidate_k_is_the_single_attack_on_exit_k() -> None:
+    model = make_model(3)
+    x, y = make_batch(model, 8)
+    kw = dict(eps=0.1, step_size=0.02, steps=3, random_start=False)
+    cands = nb.create_attack("pgd", objective="max-average", **kw).candidates(model, x, y)
+    for k in range(3):
+        single = nb.create_attack("pgd", objective=f"exit:{k}", **kw)(model, x, y)
+        torch.testing.assert_close(cands[k], single, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("mode", ["eval", "train"])
+def test_batched_and_looped_max_average_are_identical(mode: str) -> None:
+    model = make_model(3)
+    x, y = make_batch(model, 16)
+    kw = dict(eps=0.1, step_size=0.02, steps=4, objective="max-average", seed=11)
+    if mode == "train":  # dropout would draw from the global RNG in a different order; BatchNorm still matters
+        for m in model.modules():
+            if isinstance(m, torch.nn.Dropout):
+                m.p = 0.0
+    batched = nb.create_attack("pgd", batched=True, mode=mode, **kw)
+    looped = nb.create_attack("pgd", batched=False, mode=mode, **kw)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    a = batched(model, x, y)
+    model.load_state_dict(state)
+    b = looped(model, x, y)
+    assert torch.equal(a, b)
+
+
+def test_selection_is_one_forward_pass() -> None:
+    model = make_model(3)
+    x, y = make_batch(model, 5)
+    cands = torch.stack([x, torch.clamp(x + 0.05, 0, 1), torch.clamp(x - 0.05, 0, 1)])
+    calls: list[int] = []
+    h = model.register_forward_hook(lambda m, i, o: calls.append(len(i[0])))
+    x_sel, idx, losses = select_max_average(model, cands, y)
+    h.remove()
+    assert calls == [15]
+    assert losses.shape == (3, 5) and torch.equal(idx, losses.argmax(0))
+    assert torch.equal(x_sel, cands[idx, torch.arange(5)])
+
+
+def test_bfloat16_autocast_runs_and_stays_in_ball() -> None:
+    model = make_model(3)
+    x, y = make_batch(model, 8)
+    x_adv = nb.create_attack("pgd", eps=0.05, step_size=0.02, steps=3, amp_dtype="bfloat16", seed=0)(model, x, y)
+    assert x_adv.dtype == torch.float32
+    assert (x_adv - x).abs().max() <= 0.05 + 1e-6 and 0 <= x_adv.min() and x_adv.max() <= 1
+
+
+def test_pgd_raises_the_loss() -> None:
+    model = make_model(3)
+    x, y = make_batch(model, 32)
+    for obj in ("exit:0", "exit:2", "average"):
+        adv = nb.create_attack("pgd", eps=0.1, step_size=0.02, steps=5, objective=obj, seed=0)(model, x, y)
+        o = Objective.parse(obj)
+        with torch.no_grad():
+            assert objective_loss(model, adv, y, o).mean() > objective_loss(model, x, y, o).mean()
+
+
+def test_defaults_are_the_papers() -> None:
+    d = nb.create_attack("pgd").describe()["config"]
+    assert d["eps"] == pytest.approx(8 / 255) and d["step_size"] == pytest.approx(2 / 255)
+    assert d["steps"] == 50 and d["random_start"] is True and d["objective"] == "max-average"
+    assert d["mode"] == "eval" and d["amp_dtype"] is None

@@ -51,7 +51,7 @@ def create_defense(name: str, **kw: Any):
 
 
 def load_dataset(name: str, root: str | None = None, **kw: Any):
-    """Resolve a dataset: the folder given (or ``$NEOKD_DATA``), the system location, the bundled subset."""
+    """Resolve a dataset: the folder given (or ``$NEOKD_DATA_ROOT``), the system location, the bundled subset."""
     return _build(DATASETS, name, {"root": root, **kw})
 
 

@@ -46,8 +46,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Iterator, Sequence
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -81,7 +82,7 @@ class ExitSet:
             raise ValueError("ExitSet takes a single-exit or average objective")
         self.model = model
         self.objective = objective
-        self.num_classes = int(getattr(model, "num_classes"))
+        self.num_classes = int(model.num_classes)
 
     def outputs(self, x: torch.Tensor) -> list[torch.Tensor]:
         if self.objective.kind == "exit":
@@ -533,7 +534,7 @@ class MultiExitAutoAttack(_LibraryAttack):
 
     def parts(self) -> list[_LibraryAttack]:
         c = self.config
-        common = dict(eps=c.eps, objective=c.objective, seed=c.seed, mode=c.mode)
+        common = {"eps": c.eps, "objective": c.objective, "seed": c.seed, "mode": c.mode}
         build = {
             "apgd-ce": lambda: APGDCE(steps=c.steps, **common),
             "apgd-t": lambda: APGDT(steps=c.steps, n_target_classes=c.n_target_classes, **common),

@@ -32,8 +32,9 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Callable, ClassVar, Iterator, Sequence
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -59,7 +60,7 @@ class Objective:
     exit: int | None = None
 
     @classmethod
-    def parse(cls, text: str) -> "Objective":
+    def parse(cls, text: str) -> Objective:
         hint = "use objective='max-average', 'average' or 'exit:K' with K a 0-based exit index"
         if not isinstance(text, str):
             raise UsageError(f"objective must be a string, got {text!r}; {hint}")

@@ -21,7 +21,8 @@ sweep multiples (0.25, 0.5, 1, 2), the large-eps threshold 0.05, the step counts
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F

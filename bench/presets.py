@@ -104,17 +104,20 @@ class TrainPreset:
         return replace(self, **{k: v for k, v in kw.items() if v is not None})
 
 
+# Smoke evaluation: PGD-50 (the paper's test attack) on the first 500 test images (class-balanced), one
+# attack seed (the spread across seeds comes from the training seeds), transferability on <= 200 samples.
 _SMOKE_EVAL = EvalProtocol(attacks=("max-average", "average"), steps=50, attack_seeds=(0,),
-                           test_limit=500, transfer_limit=300, budget_allocations=100)
+                           test_limit=500, transfer_limit=200, budget_allocations=100)
 
 TRAIN_PRESETS: dict[tuple[str, str], TrainPreset] = {
     ("mnist", "paper"): TrainPreset("smallcnn", 150, 128, 0.01, (50,), source="paper App. A.1"),
     ("fashion-mnist", "paper"): TrainPreset(
         "smallcnn", 150, 128, 0.01, (50,), source="MNIST protocol of paper App. A.1 (F-MNIST not in the paper)"),
-    # Smoke: minutes on a 2-core CPU. Real data (the bundled subset), real PGD-7 max-average training,
-    # PGD-50 evaluation on 500 test images. lr 0.05 (not 0.01) because 4 epochs is all there is.
+    # Smoke: minutes on a 2-core CPU. Real data (the bundled subset), real PGD-7 max-average training on
+    # 4,096 images for 3 epochs, PGD-50 evaluation on 500 test images. lr 0.05 (not the paper's 0.01)
+    # because 3 epochs is all there is; decayed 10x for the last epoch.
     ("fashion-mnist", "smoke"): TrainPreset(
-        "smallcnn", 4, 128, 0.05, (3,), train_limit=4096, data_source="bundled", eval=_SMOKE_EVAL,
+        "smallcnn", 3, 128, 0.05, (2,), train_limit=4096, data_source="bundled", eval=_SMOKE_EVAL,
         source="CPU smoke preset (not a paper setting)"),
     ("cifar10", "paper"): TrainPreset("msdnet_cifar10", 150, 128, 0.1, (75, 115), source="paper App. A.1"),
     ("cifar100", "paper"): TrainPreset("msdnet_cifar100", 150, 128, 0.1, (75, 115), source="paper App. A.1"),

@@ -113,25 +113,27 @@ def main() -> int:
     ap.add_argument("--dataset", default="fashion-mnist")
     ap.add_argument("--preset", default="smoke")
     ap.add_argument("--aggregate-only", action="store_true")
+    ap.add_argument("--shard", default="0/1", help="i/n: run only every n-th (defense, seed) pair, from the i-th")
     ap.add_argument("--target", type=float, help="budgeted target accuracy (fraction)")
     args = ap.parse_args()
     folder = ROOT / "leaderboard" / "results" / f"{args.dataset}-{args.preset}"
     folder.mkdir(parents=True, exist_ok=True)
     if not args.aggregate_only:
-        for d in args.defenses.split(","):
-            for s in (int(v) for v in args.seeds.split(",")):
-                dest = folder / f"{d}-s{s}.json"
-                if dest.exists():
-                    continue
-                run_dir = ROOT / "runs" / "reference" / f"{d}-{args.dataset}-{args.preset}-s{s}"
-                t = time.time()
-                cmd = [sys.executable, "-m", "neokd_bench.cli", "run", "--defense", d, "--dataset", args.dataset,
-                       "--preset", args.preset, "--seed", str(s), "--out", str(run_dir), "--quiet"]
-                if (run_dir / "checkpoint.pt").exists():
-                    cmd.append("--resume")
-                subprocess.run(cmd, check=True)
-                shutil.copyfile(run_dir / "result.json", dest)
-                print(f"{d} seed {s}: {time.time() - t:.0f} s -> {dest.relative_to(ROOT)}", flush=True)
+        shard, n_shards = (int(v) for v in args.shard.split("/"))
+        pairs = [(d, int(s)) for s in args.seeds.split(",") for d in args.defenses.split(",")]
+        for d, s in pairs[shard::n_shards]:
+            dest = folder / f"{d}-s{s}.json"
+            if dest.exists():
+                continue
+            run_dir = ROOT / "runs" / "reference" / f"{d}-{args.dataset}-{args.preset}-s{s}"
+            t = time.time()
+            cmd = [sys.executable, "-m", "neokd_bench.cli", "run", "--defense", d, "--dataset", args.dataset,
+                   "--preset", args.preset, "--seed", str(s), "--out", str(run_dir), "--quiet"]
+            if (run_dir / "checkpoint.pt").exists():
+                cmd.append("--resume")
+            subprocess.run(cmd, check=True)
+            shutil.copyfile(run_dir / "result.json", dest)
+            print(f"{d} seed {s}: {time.time() - t:.0f} s -> {dest.relative_to(ROOT)}", flush=True)
     from neokd_bench.plots import plot_budgeted
     from neokd_bench.results import load_result
     from neokd_bench.utils import atomic_write_text

@@ -85,7 +85,7 @@ def test_malformed_data_folder(capsys, tmp_path):
 
 def test_exit_index_out_of_range_in_eval(capsys, trained_checkpoint, tmp_path):
     rc = main(["eval", str(trained_checkpoint), "--attacks", "pgd:exit:7", "--out", str(tmp_path / "r.json")])
-    _check_one_line_error(capsys, rc, "exit index 7 is out of range", "0..2")
+    _check_one_line_error(capsys, rc, "'exit:7' is out of range", "exit:0 .. exit:2")
     assert not (tmp_path / "r.json").exists()
 
 

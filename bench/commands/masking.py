@@ -28,9 +28,8 @@ def add_parser(sub: Any) -> None:
 
 
 def run_masking(args: argparse.Namespace) -> int:
-    import torch
-
     import neokd_bench as nb
+    import torch
 
     from ..attacks.base import Objective
     from ..attacks.masking import run_masking_checks
@@ -86,13 +85,13 @@ def _print(report: dict[str, Any], name: str) -> None:
     rows = [
         ("accuracy does not rise with eps", c["eps_monotone"], sweep),
         ("accuracy ~0 at large eps", c["large_eps"],
-         f"eps {c['large_eps']['eps']:.3g}: {_pct(c['large_eps']['accuracy'])} (max allowed "
-         f"{100 * c['large_eps']['threshold']:.1f})"),
+         (f"eps {c['large_eps']['eps']:.3g}: {_pct(c['large_eps']['accuracy'])} (max allowed "
+          f"{100 * c['large_eps']['threshold']:.1f})")),
         ("more steps at least as strong", c["more_steps"],
          "; ".join(f"PGD-{s}: {_pct(a)}" for s, a in zip(c["more_steps"]["steps"], c["more_steps"]["accuracy"]))),
         ("black-box no stronger than white-box", c["black_box"],
-         f"Square-{c['black_box']['n_queries']}: {_pct(c['black_box']['square_accuracy'])}; "
-         f"PGD: {_pct(c['black_box']['pgd_accuracy'])}"),
+         (f"Square-{c['black_box']['n_queries']}: {_pct(c['black_box']['square_accuracy'])}; "
+          f"PGD: {_pct(c['black_box']['pgd_accuracy'])}")),
         ("no exit with all-zero gradients", c["nonzero_gradients"],
          f"zero-gradient fraction per exit: {_pct(c['nonzero_gradients']['zero_fraction'])} %"),
     ]

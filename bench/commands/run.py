@@ -80,6 +80,7 @@ def validate_args(args: argparse.Namespace) -> None:
     for flag, val in (("--eps", args.eps), ("--step-size", args.step_size)):
         check(val is None or (val >= 0 and math.isfinite(val)), f"{flag} must be >= 0, got {val}; e.g. {flag} 0.1")
     check(args.lr is None or args.lr > 0, f"--lr must be positive, got {args.lr}")
+    _ints(args.attack_seeds, "--attack-seeds")
 
 
 def run(args: argparse.Namespace) -> int:

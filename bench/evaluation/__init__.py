@@ -217,6 +217,11 @@ def evaluate(model: torch.nn.Module, bundle: Any, *, dataset_key: str, protocol:
                                dataset_key=dataset_key, protocol=protocol)
     model = model.to(device).eval()
     num_exits = int(model.num_exits)
+    for ra in resolved:  # fail on a bad objective (e.g. exit index out of range) before any work starts
+        if "objective" in ra.kwargs:
+            from ..attacks.base import Objective
+
+            Objective.parse(ra.kwargs["objective"]).check(model)
     want_adv = "anytime" in metrics or "budgeted" in metrics
     want_budget = "budgeted" in metrics
     if val_limit is None:

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 
+import neokd_bench as nb
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-import neokd_bench as nb
 from neokd_bench.errors import UsageError
 from tiny_models import TINY, make_batch, make_model, tiny_attack
 

@@ -3,13 +3,12 @@ when EVERY exit is fooled."""
 
 from __future__ import annotations
 
+import neokd_bench as nb
 import pytest
 import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-import neokd_bench as nb
 from neokd_bench.attacks.autoattack import ExitSet, any_correct, decision_scores, multi_exit_label
 from neokd_bench.attacks.base import Objective
 from neokd_bench.attacks.cw import cw_margin
@@ -102,7 +101,7 @@ def test_apgd_loss_is_mean_ce_over_exits() -> None:
 def test_autoattack_at_least_as_strong_as_each_part() -> None:
     model = make_model(3, seed=1)
     x, y = make_batch(model, 40, seed=2)
-    common = dict(eps=0.08, seed=0)
+    common = {"eps": 0.08, "seed": 0}
 
     def fooled(a) -> int:
         with torch.no_grad():

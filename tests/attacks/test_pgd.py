@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+import neokd_bench as nb
 import pytest
 import torch
 import torch.nn.functional as F
 import torchattacks
-
-import neokd_bench as nb
 from neokd_bench.attacks.base import Objective, objective_loss, select_max_average
 from neokd_bench.models.base import ExitForward
 from tiny_models import make_batch, make_model
@@ -71,7 +70,7 @@ def test_max_average_selects_the_candidate_with_largest_mean_loss() -> None:
 def test_candidate_k_is_the_single_attack_on_exit_k() -> None:
     model = make_model(3)
     x, y = make_batch(model, 8)
-    kw = dict(eps=0.1, step_size=0.02, steps=3, random_start=False)
+    kw = {"eps": 0.1, "step_size": 0.02, "steps": 3, "random_start": False}
     cands = nb.create_attack("pgd", objective="max-average", **kw).candidates(model, x, y)
     for k in range(3):
         single = nb.create_attack("pgd", objective=f"exit:{k}", **kw)(model, x, y)
@@ -82,7 +81,7 @@ def test_candidate_k_is_the_single_attack_on_exit_k() -> None:
 def test_batched_and_looped_max_average_are_identical(mode: str) -> None:
     model = make_model(3)
     x, y = make_batch(model, 16)
-    kw = dict(eps=0.1, step_size=0.02, steps=4, objective="max-average", seed=11)
+    kw = {"eps": 0.1, "step_size": 0.02, "steps": 4, "objective": "max-average", "seed": 11}
     if mode == "train":  # dropout would draw from the global RNG in a different order; BatchNorm still matters
         for m in model.modules():
             if isinstance(m, torch.nn.Dropout):

@@ -3,16 +3,15 @@ adaptation must reduce to the original: same robust accuracy within 1 sample in 
 
 from __future__ import annotations
 
+import neokd_bench as nb
 import pytest
 import torch
+from neokd_bench.attacks.autoattack import set_apgd_iterations
+from neokd_bench.models.base import ExitForward
 from pyautoattack import AutoAttack
 from pyautoattack.autopgd_base import APGDAttack, APGDAttack_targeted
 from pyautoattack.fab_pt import FABAttack_PT
 from pyautoattack.square import SquareAttack
-
-import neokd_bench as nb
-from neokd_bench.attacks.autoattack import set_apgd_iterations
-from neokd_bench.models.base import ExitForward
 from tiny_models import make_batch, make_model
 
 N = 200
@@ -105,7 +104,7 @@ def test_standard_autoattack_is_pyautoattack_on_one_exit(setup) -> None:
 def test_multi_exit_autoattack_on_one_exit_is_no_weaker_than_its_parts(setup) -> None:
     model, x, y = setup
     xs, ys = x[:60], y[:60]
-    common = dict(eps=EPS, objective="exit:0", seed=SEED)
+    common = {"eps": EPS, "objective": "exit:0", "seed": SEED}
     full = accuracy(model, nb.create_attack("autoattack", steps=5, n_queries=50, n_target_classes=2,
                                             **common)(model, xs, ys), ys)
     apgd = accuracy(model, nb.create_attack("apgd-ce", steps=5, **common)(model, xs, ys), ys)

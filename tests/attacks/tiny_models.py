@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-from torch import nn
-
 import neokd_bench as nb
+import torch
 from neokd_bench.models.base import MultiExitModel
+from torch import nn
 
 
 class TinyExits(MultiExitModel):

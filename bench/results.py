@@ -28,12 +28,12 @@ import math
 import os
 import platform
 import subprocess
-import tempfile
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterator
 
 from .errors import UsageError
+from .utils import atomic_write as _atomic_write
 
 SCHEMA_VERSION = "1"
 SUPPORTED_SCHEMA_VERSIONS = ("1",)
@@ -336,23 +336,8 @@ def make_result(*, model: dict, dataset: dict, defense: dict | None, training: d
 # --------------------------------------------------------------------------------------------------
 def atomic_write(path: str | os.PathLike, data: bytes | str) -> Path:
     """Write ``data`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = data.encode("utf-8") if isinstance(data, str) else data
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    return path
+    return _atomic_write(path, lambda fh: fh.write(payload))
 
 
 def dumps_result(obj: dict) -> str:

@@ -33,7 +33,8 @@ from typing import Any
 from torch import Tensor, nn
 
 from ..errors import UsageError
-from .base import Defense, DefenseConfig, ce_sum, coerce_teacher, forward_both, resolve_teacher
+from .base import (Defense, DefenseConfig, ce_sum, coerce_teacher, forward_both, resolve_teacher,
+                   teacher_variant)
 from .kd import kd_kl
 from .skd import tempered_teacher
 
@@ -111,29 +112,8 @@ class ARD(Defense):
         return loss, {"ce_clean": ce_clean.detach(), "ce_adv": ce_adv.detach(), "kd": kd.detach()}
 
 
-def _variant(cls_name: str, reg_name: str, teacher: Any, label: str) -> type:
-    cfg = dataclass(frozen=True)(
-        type(
-            f"{cls_name}Config",
-            (ARDConfig,),
-            {"__annotations__": {"teacher": Any}, "teacher": teacher, "__module__": __name__},
-        )
-    )
-    return type(
-        cls_name,
-        (ARD,),
-        {
-            "name": reg_name,
-            "Config": cfg,
-            "source": _SOURCE + f"; Table A4 row '{label}'",
-            "__doc__": f"Table A4 '{label}': ARD with teacher={teacher!r} (0-based exit index or 'ensemble').",
-            "__module__": __name__,
-        },
-    )
-
-
 # Table A4 (CIFAR-10, 3 exits) rows; registry names use 0-based exits like every config ("exit:0").
-ARDExit0 = _variant("ARDExit0", "ard-exit0", 0, "ARD (exit 1)")
-ARDExit1 = _variant("ARDExit1", "ard-exit1", 1, "ARD (exit 2)")
-ARDExit2 = _variant("ARDExit2", "ard-exit2", 2, "ARD (exit 3)")
-ARDEnsemble = _variant("ARDEnsemble", "ard-ensemble", "ensemble", "ARD (ensemble)")
+ARDExit0 = teacher_variant(ARD, "ARDExit0", "ard-exit0", 0, "ARD (exit 1)", __name__)
+ARDExit1 = teacher_variant(ARD, "ARDExit1", "ard-exit1", 1, "ARD (exit 2)", __name__)
+ARDExit2 = teacher_variant(ARD, "ARDExit2", "ard-exit2", 2, "ARD (exit 3)", __name__)
+ARDEnsemble = teacher_variant(ARD, "ARDEnsemble", "ard-ensemble", "ensemble", "ARD (ensemble)", __name__)

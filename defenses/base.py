@@ -328,3 +328,18 @@ def coerce_teacher(teacher: Any) -> int | str:
     raise UsageError(
         f"teacher {teacher!r} is not valid; use last, ensemble or a 0-based exit index such as 0"
     )
+
+
+def teacher_variant(base: type, cls_name: str, reg_name: str, teacher: Any, label: str, module: str) -> type:
+    """A registered Table A4 variant of ``base`` (SKD or ARD) whose config default is ``teacher``."""
+    cfg = dataclasses.dataclass(frozen=True)(
+        type(f"{cls_name}Config", (base.Config,),
+             {"__annotations__": {"teacher": Any}, "teacher": teacher, "__module__": module})
+    )
+    return type(cls_name, (base,), {
+        "name": reg_name,
+        "Config": cfg,
+        "source": base.source + f"; Table A4 row '{label}'",
+        "__doc__": f"Table A4 '{label}': {base.name.upper()} with teacher={teacher!r} (0-based exit index or 'ensemble').",
+        "__module__": module,
+    })

@@ -33,7 +33,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import UsageError
-from .base import Defense, DefenseConfig, ce_sum, coerce_teacher, forward_both, resolve_teacher
+from .base import (Defense, DefenseConfig, ce_sum, coerce_teacher, forward_both, resolve_teacher,
+                   teacher_variant)
 from .kd import kd_kl
 
 _SOURCE = (
@@ -117,29 +118,8 @@ class SKD(Defense):
         return loss, {"ce_clean": ce_clean.detach(), "ce_adv": ce_adv.detach(), "kd": kd.detach()}
 
 
-def _variant(cls_name: str, reg_name: str, teacher: Any, label: str) -> type:
-    cfg = dataclass(frozen=True)(
-        type(
-            f"{cls_name}Config",
-            (SKDConfig,),
-            {"__annotations__": {"teacher": Any}, "teacher": teacher, "__module__": __name__},
-        )
-    )
-    return type(
-        cls_name,
-        (SKD,),
-        {
-            "name": reg_name,
-            "Config": cfg,
-            "source": _SOURCE + f"; Table A4 row '{label}'",
-            "__doc__": f"Table A4 '{label}': SKD with teacher={teacher!r} (0-based exit index or 'ensemble').",
-            "__module__": __name__,
-        },
-    )
-
-
 # Table A4 (CIFAR-10, 3 exits) rows; registry names use 0-based exits like every config ("exit:0").
-SKDExit0 = _variant("SKDExit0", "skd-exit0", 0, "SKD (exit 1)")
-SKDExit1 = _variant("SKDExit1", "skd-exit1", 1, "SKD (exit 2)")
-SKDExit2 = _variant("SKDExit2", "skd-exit2", 2, "SKD (exit 3)")
-SKDEnsemble = _variant("SKDEnsemble", "skd-ensemble", "ensemble", "SKD (ensemble)")
+SKDExit0 = teacher_variant(SKD, "SKDExit0", "skd-exit0", 0, "SKD (exit 1)", __name__)
+SKDExit1 = teacher_variant(SKD, "SKDExit1", "skd-exit1", 1, "SKD (exit 2)", __name__)
+SKDExit2 = teacher_variant(SKD, "SKDExit2", "skd-exit2", 2, "SKD (exit 3)", __name__)
+SKDEnsemble = teacher_variant(SKD, "SKDEnsemble", "skd-ensemble", "ensemble", "SKD (ensemble)", __name__)

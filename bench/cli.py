@@ -12,7 +12,7 @@ import os
 import sys
 import warnings
 
-from .errors import UsageError
+from .errors import TrainingDivergedError, UsageError
 
 COMMANDS = ("list", "run", "eval", "compare", "masking")
 
@@ -59,6 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except TrainingDivergedError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return TrainingDivergedError.exit_code
     except KeyboardInterrupt:
         print("interrupted; the last complete checkpoint is kept (use --resume)", file=sys.stderr)
         return 130

@@ -53,12 +53,15 @@ class TrainConfig:
     amp: str = "none"  # "none" | "bf16"
     num_workers: int = 0
     train_limit: int | None = None
+    grad_clip_norm: float | None = None  # clip the global gradient norm (None: no clipping, as the paper)
 
     def __post_init__(self) -> None:
         check(self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}; e.g. --epochs 2")
         check(self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}")
         check(self.lr > 0 and math.isfinite(self.lr), f"--lr must be a positive number, got {self.lr}")
         check(self.amp in ("none", "bf16"), f"--amp must be none or bf16, got {self.amp!r}")
+        check(self.grad_clip_norm is None or self.grad_clip_norm > 0,
+              f"--grad-clip must be positive, got {self.grad_clip_norm}")
         check(self.train_limit is None or self.train_limit >= 1,
               f"--train-limit must be at least 1, got {self.train_limit}")
 
@@ -226,6 +229,8 @@ def train(
                             p.grad = torch.zeros_like(p)
                         torch.distributed.all_reduce(p.grad)
                         p.grad.div_(world)
+                if cfg.grad_clip_norm is not None:
+                    torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip_norm)
                 opt.step()
                 n = x.shape[0]
                 seen += n

@@ -131,7 +131,10 @@ def main() -> int:
                    "--preset", args.preset, "--seed", str(s), "--out", str(run_dir), "--quiet"]
             if (run_dir / "checkpoint.pt").exists():
                 cmd.append("--resume")
-            subprocess.run(cmd, check=True)
+            proc = subprocess.run(cmd)
+            if proc.returncode != 0:  # e.g. diverged (exit 3): reported, never hidden
+                print(f"{d} seed {s}: FAILED with exit code {proc.returncode}", flush=True)
+                continue
             shutil.copyfile(run_dir / "result.json", dest)
             print(f"{d} seed {s}: {time.time() - t:.0f} s -> {dest.relative_to(ROOT)}", flush=True)
     from neokd_bench.plots import plot_budgeted

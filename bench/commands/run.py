@@ -28,6 +28,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float)
     p.add_argument("--train-limit", type=int, help="train on the first N training images")
+    p.add_argument("--grad-clip", type=float, help="clip the global gradient norm (default: the preset's)")
     p.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present, else CPU), cpu or cuda[:N]")
     p.add_argument("--amp", default="none", choices=["none", "bf16"], help="bf16 autocast for training")
@@ -119,7 +120,8 @@ def run(args: argparse.Namespace) -> int:
         epochs=args.epochs or preset.epochs, batch_size=args.batch_size or preset.batch_size,
         lr=args.lr or preset.lr, momentum=preset.momentum, weight_decay=preset.weight_decay,
         milestones=preset.milestones, seed=args.seed, device=args.device, amp=args.amp,
-        train_limit=args.train_limit or preset.train_limit)
+        train_limit=args.train_limit or preset.train_limit,
+        grad_clip_norm=args.grad_clip if args.grad_clip is not None else preset.grad_clip_norm)
     out = Path(args.out or f"runs/{args.defense}-{args.dataset}-{args.preset}-s{args.seed}")
     meta = {"model_name": model_name, "model_kwargs": model_kwargs, "dataset": args.dataset,
             "data_source": source, "data_root": args.data_root, "defense": defense.describe(),

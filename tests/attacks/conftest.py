@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from tiny_models import TinyExits, make_model
+from .tiny_models import TinyExits, make_model
 
 
 @pytest.fixture

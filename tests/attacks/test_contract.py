@@ -10,7 +10,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from neokd_bench.errors import UsageError
-from tiny_models import TINY, make_batch, make_model, tiny_attack
+from .tiny_models import TINY, make_batch, make_model, tiny_attack
 
 ATTACKS = nb.list_attacks()
 # Objectives each attack accepts; autoattack-standard is single-exit by design.

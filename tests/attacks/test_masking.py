@@ -9,7 +9,7 @@ import pytest
 import torch
 from neokd_bench.attacks.masking import run_masking_checks, zero_gradient_fraction
 from neokd_bench.cli import main
-from tiny_models import TinyExits, make_batch, make_model
+from .tiny_models import TinyExits, make_batch, make_model
 
 FAST = {"eps": 0.05, "step_size": 0.02, "steps": 5, "square_queries": 60, "seed": 0}
 CHECKS = {"eps_monotone", "large_eps", "more_steps", "black_box", "nonzero_gradients"}

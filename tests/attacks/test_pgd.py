@@ -9,7 +9,7 @@ import torch.nn.functional as F
 import torchattacks
 from neokd_bench.attacks.base import Objective, objective_loss, select_max_average
 from neokd_bench.models.base import ExitForward
-from tiny_models import make_batch, make_model
+from .tiny_models import make_batch, make_model
 
 
 @pytest.mark.parametrize("steps", [1, 5])

@@ -17,7 +17,7 @@ import neokd_bench as nb
 from neokd_bench.errors import TrainingDivergedError, UsageError
 from neokd_bench.trainer import TrainConfig, derive_seed, load_checkpoint, train
 
-TINY = ["--defense", "adv", "--dataset", "fashion-mnist", "--preset", "smoke", "--train-limit", "768",
+TINY = ["run", "--defense", "adv", "--dataset", "fashion-mnist", "--preset", "smoke", "--train-limit", "768",
         "--batch-size", "64", "--set", "steps=2", "--quiet", "--no-eval", "--device", "cpu"]
 
 

@@ -110,6 +110,9 @@ def run(args: argparse.Namespace) -> int:
     timings["data_s"] = time.perf_counter() - t
     model_kwargs = {**dict(preset.model_kwargs), "num_classes": bundle.num_classes,
                     "mean": list(bundle.mean), "std": list(bundle.std)}
+    import torch
+
+    torch.manual_seed(args.seed)  # the initial weights follow the training seed: a run is reproducible
     model = nb.create_model(model_name, **model_kwargs)
     check(tuple(model.input_size) == tuple(bundle.input_size),
           f"model {model_name} takes {model.input_size} inputs but {args.dataset} gives {bundle.input_size}; "

@@ -9,6 +9,7 @@ from neokd_bench.trainer import TrainConfig, train
 
 
 def test_clean_smallcnn_two_epochs_reaches_75_percent(fmnist, tmp_path):
+    torch.manual_seed(0)  # initial weights
     model = nb.create_model("smallcnn", mean=list(fmnist.mean), std=list(fmnist.std))
     defense = nb.create_defense("clean")
     defense.setup(dataset="fashion-mnist", num_exits=3, num_classes=10, seed=0)

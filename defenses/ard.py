@@ -32,9 +32,8 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from ..errors import UsageError
-from .base import (Defense, DefenseConfig, ce_sum, coerce_teacher, forward_both, resolve_teacher,
-                   teacher_variant)
+from .base import (DefenseConfig, ce_sum, forward_both, resolve_teacher,
+                   TeacherKDDefense, teacher_variant)
 from .kd import kd_kl
 from .skd import tempered_teacher
 
@@ -54,10 +53,12 @@ class ARDConfig(DefenseConfig):
     teacher: Any = "last"
 
 
-class ARD(Defense):
+class ARD(TeacherKDDefense):
     """Adv (Eq. 4) + the clean last exit teaching the adversarial last exit (ARD's KD term)."""
 
     name = "ard"
+    paper_temperature = 30
+    paper_weight = 1.0
     Config = ARDConfig
     source = _SOURCE
     assumptions = (
@@ -75,23 +76,6 @@ class ARD(Defense):
             "tempered clean softmaxes teaches every adversarial exit."
         ),
     )
-
-    def normalize_kwargs(self, kw: dict[str, Any]) -> dict[str, Any]:
-        if "teacher" in kw:
-            kw["teacher"] = coerce_teacher(kw["teacher"])
-        return kw
-
-    def validate(self, cfg: ARDConfig) -> None:
-        if not cfg.temperature > 0:
-            raise UsageError(f"temperature must be > 0 (got {cfg.temperature}); ARD uses temperature=30")
-        if not cfg.weight >= 0:
-            raise UsageError(f"weight must be >= 0 (got {cfg.weight}); ARD uses weight=1")
-        coerce_teacher(cfg.teacher)
-
-    def resolve(self, cfg: ARDConfig) -> ARDConfig:
-        assert self.num_exits is not None
-        resolve_teacher(cfg.teacher, self.num_exits)
-        return cfg
 
     def students(self, num_exits: int) -> tuple[int | str, list[int]]:
         t = resolve_teacher(self.config.teacher, num_exits)

@@ -343,3 +343,31 @@ def teacher_variant(base: type, cls_name: str, reg_name: str, teacher: Any, labe
         "__doc__": f"Table A4 '{label}': {base.name.upper()} with teacher={teacher!r} (0-based exit index or 'ensemble').",
         "__module__": module,
     })
+
+
+class TeacherKDDefense(Defense):
+    """Shared config handling of the teacher-distillation baselines (SKD, ARD): a ``teacher`` field
+    (``last``, ``ensemble`` or a 0-based exit), a positive ``temperature`` and a non-negative ``weight``.
+    Subclasses set ``paper_temperature`` and ``paper_weight`` (quoted in error messages)."""
+
+    paper_temperature: ClassVar[float] = 1.0
+    paper_weight: ClassVar[float] = 1.0
+
+    def normalize_kwargs(self, kw: dict[str, Any]) -> dict[str, Any]:
+        if "teacher" in kw:
+            kw["teacher"] = coerce_teacher(kw["teacher"])
+        return kw
+
+    def validate(self, cfg: Any) -> None:
+        label = self.name.split("-")[0].upper()
+        if not cfg.temperature > 0:
+            raise UsageError(f"temperature must be > 0 (got {cfg.temperature}); {label} uses "
+                             f"temperature={self.paper_temperature:g}")
+        if not cfg.weight >= 0:
+            raise UsageError(f"weight must be >= 0 (got {cfg.weight}); {label} uses weight={self.paper_weight:g}")
+        coerce_teacher(cfg.teacher)
+
+    def resolve(self, cfg: Any) -> Any:
+        assert self.num_exits is not None
+        resolve_teacher(cfg.teacher, self.num_exits)
+        return cfg

@@ -32,9 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..errors import UsageError
-from .base import (Defense, DefenseConfig, ce_sum, coerce_teacher, forward_both, resolve_teacher,
-                   teacher_variant)
+from .base import (DefenseConfig, ce_sum, forward_both, resolve_teacher,
+                   TeacherKDDefense, teacher_variant)
 from .kd import kd_kl
 
 _SOURCE = (
@@ -61,10 +60,12 @@ class SKDConfig(DefenseConfig):
     teacher: Any = "last"
 
 
-class SKD(Defense):
+class SKD(TeacherKDDefense):
     """Adv (Eq. 4) + last-exit self-distillation, clean->clean and adversarial->adversarial."""
 
     name = "skd"
+    paper_temperature = 2.5
+    paper_weight = 0.35
     Config = SKDConfig
     source = _SOURCE
     assumptions = (
@@ -79,23 +80,6 @@ class SKD(Defense):
             "softmaxes). Clean teaches clean, adversarial teaches adversarial."
         ),
     )
-
-    def normalize_kwargs(self, kw: dict[str, Any]) -> dict[str, Any]:
-        if "teacher" in kw:
-            kw["teacher"] = coerce_teacher(kw["teacher"])
-        return kw
-
-    def validate(self, cfg: SKDConfig) -> None:
-        if not cfg.temperature > 0:
-            raise UsageError(f"temperature must be > 0 (got {cfg.temperature}); SKD uses temperature=2.5")
-        if not cfg.weight >= 0:
-            raise UsageError(f"weight must be >= 0 (got {cfg.weight}); SKD uses weight=0.35")
-        coerce_teacher(cfg.teacher)
-
-    def resolve(self, cfg: SKDConfig) -> SKDConfig:
-        assert self.num_exits is not None
-        resolve_teacher(cfg.teacher, self.num_exits)
-        return cfg
 
     def students(self, num_exits: int) -> tuple[int | str, list[int]]:
         t = resolve_teacher(self.config.teacher, num_exits)

@@ -61,6 +61,7 @@ from torch import nn
 from ..errors import UsageError
 from ..models.base import ExitForward
 from .base import (
+    exit_logits,
     Attack,
     AttackConfig,
     Objective,
@@ -75,7 +76,7 @@ from .base import (
 # The exits an objective attacks
 # ------------------------------------------------------------------------------------------------
 class ExitSet:
-    """The exits one objective attacks: exit ``k`` alone (computed with ``upto=k``) or all exits."""
+    """The exits one objective attacks: exit ``k`` alone (computed alone, :func:`~neokd_bench.attacks.base.exit_logits`) or all exits."""
 
     def __init__(self, model: nn.Module, objective: Objective) -> None:
         if objective.kind == "max-average":
@@ -87,7 +88,7 @@ class ExitSet:
     def outputs(self, x: torch.Tensor) -> list[torch.Tensor]:
         if self.objective.kind == "exit":
             k = int(self.objective.exit)  # type: ignore[arg-type]
-            return [self.model(x, upto=k)[k]]
+            return [exit_logits(self.model, x, k)]
         return list(self.model(x))
 
     def mean_logits(self, x: torch.Tensor) -> torch.Tensor:

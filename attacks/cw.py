@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from .base import (
+    exit_logits,
     Attack,
     AttackConfig,
     Objective,
@@ -60,10 +61,10 @@ def all_fooled(outputs: list[torch.Tensor], y: torch.Tensor) -> torch.Tensor:
 
 
 def targeted_exits(model: nn.Module, x: torch.Tensor, objective: Objective) -> list[torch.Tensor]:
-    """Logits of the exits an objective attacks: exit ``k`` alone (computed with ``upto=k``) or all."""
+    """Logits of the exits an objective attacks: exit ``k`` alone (computed alone, :func:`~neokd_bench.attacks.base.exit_logits`) or all."""
     if objective.kind == "exit":
         k = int(objective.exit)  # type: ignore[arg-type]
-        return [model(x, upto=k)[k]]
+        return [exit_logits(model, x, k)]
     return list(model(x))
 
 

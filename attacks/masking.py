@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..registry import ATTACKS
-from .base import model_mode, num_exits
+from .base import exit_logits, model_mode, num_exits
 
 
 @torch.no_grad()
@@ -57,7 +57,7 @@ def zero_gradient_fraction(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -
     with model_mode(model, "eval"), torch.enable_grad():
         for k in range(num_exits(model)):
             xi = x.detach().clone().requires_grad_(True)
-            loss = F.cross_entropy(model(xi, upto=k)[k].float(), y, reduction="sum")
+            loss = F.cross_entropy(exit_logits(model, xi, k).float(), y, reduction="sum")
             (g,) = torch.autograd.grad(loss, [xi])
             fractions.append(float((g.flatten(1).abs().amax(1) == 0).double().mean()))
     return fractions

@@ -23,13 +23,16 @@ from .models.base import MultiExitModel
 
 
 class _UptoForward(nn.Module):
-    """``x -> model(x, upto=k)`` as a tuple of tensors, for fvcore's tracer."""
+    """``x -> model(x, upto=k)`` as a tuple of tensors (with ``alone``, ``model(x, upto=k, last_only=True)``:
+    exit ``k``'s logits only), for fvcore's tracer."""
 
-    def __init__(self, model: MultiExitModel, upto: int | None) -> None:
+    def __init__(self, model: MultiExitModel, upto: int | None, alone: bool = False) -> None:
         super().__init__()
-        self.model, self.upto = model, upto
+        self.model, self.upto, self.alone = model, upto, alone
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        if self.alone:
+            return tuple(self.model(x, upto=self.upto, last_only=True))
         return tuple(self.model(x, upto=self.upto))
 
 
@@ -48,7 +51,7 @@ def _quiet() -> Iterator[None]:
             lg.setLevel(lv)
 
 
-def _count(model: MultiExitModel, upto: int | None, input_size: Sequence[int] | None) -> int:
+def _count(model: MultiExitModel, upto: int | None, input_size: Sequence[int] | None, alone: bool = False) -> int:
     with _quiet():
         from fvcore.nn import FlopCountAnalysis
 
@@ -60,7 +63,7 @@ def _count(model: MultiExitModel, upto: int | None, input_size: Sequence[int] | 
         model.eval()
         try:
             with torch.no_grad():
-                fca = FlopCountAnalysis(_UptoForward(model, upto), x)
+                fca = FlopCountAnalysis(_UptoForward(model, upto, alone), x)
                 fca.unsupported_ops_warnings(False)
                 fca.uncalled_modules_warnings(False)
                 fca.tracer_warnings("none")
@@ -81,3 +84,10 @@ def exit_flops(model: MultiExitModel, input_size: Sequence[int] | None = None) -
 def full_forward_flops(model: MultiExitModel, input_size: Sequence[int] | None = None) -> int:
     """fvcore FLOPs of the full forward ``model(x)`` (all exits), batch size 1."""
     return _count(model, None, input_size)
+
+
+def exit_path_flops(model: MultiExitModel, input_size: Sequence[int] | None = None) -> list[int]:
+    """fvcore FLOPs of exit ``k``'s logits alone, ``model(x, upto=k, last_only=True)``, for each ``k``: the blocks up
+    to exit ``k`` and head ``k``, without the heads of earlier exits. This is what a single attack on
+    exit ``k`` computes per forward pass (and differentiates per backward pass); batch size 1."""
+    return [_count(model, k, input_size, alone=True) for k in range(model.num_exits)]

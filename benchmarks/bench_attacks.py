@@ -11,18 +11,29 @@ For each model, in the same process and on the same random weights and inputs, i
   L single attacks one after another; every step runs the FULL network forward and takes the gradient of the
   target exit's cross-entropy w.r.t. the input only (``torch.autograd.grad``); then selection with L full
   forward passes, one per candidate;
-* ``harness fp32`` - ``create_attack("pgd", steps=7, objective="max-average")``: group k only runs up to exit
-  k (``model(x, upto=k)``), the L groups advance in lock-step with one ``autograd.grad`` per step, and the
-  selection is one forward pass over all candidates;
-* ``harness bf16`` - the same with ``amp_dtype="bfloat16"`` (autocast; as for training attacks).
+* ``harness fp32`` - ``create_attack("pgd", steps=7, objective="max-average")``: group k computes exit k
+  alone (``model(x, upto=k, last_only=True)``: no deeper block, no earlier head), the L groups advance in lock-step
+  with one ``autograd.grad`` per step, and the selection is a full forward per candidate group (on CPU;
+  one pass over all candidates on a GPU);
+* ``harness bf16`` - the same with ``amp_dtype="bfloat16"`` (autocast; as for training attacks);
+* ``+fold`` - the same two with ``fold_bn=True``: the attack runs on a copy of the model with each
+  BatchNorm folded into the convolution before it (eval mode; the copy is made inside every timed call).
 
-Beside the measured speed-up ``naive / harness`` it prints what fvcore's FLOP counts predict for skipping the
-blocks deeper than the attacked exit, ``predicted = L * full / sum_k cumulative_k`` (forward FLOPs; the
-cost of exit k is the cumulative count up to exit k, earlier heads included, ``neokd_bench.flops``), and,
-because the naive algorithm's backward pass is already truncated by autograd (the loss of exit k does not
-depend on deeper blocks), a second figure that counts the backward too, assuming an input-gradient backward
-costs about one forward: ``predicted_fb = (L * full + S) / (2 * S)`` with ``S = sum_k cumulative_k``.
-Times are the median of ``--reps`` repetitions after one warm-up.
+Beside the measured speed-up ``naive / harness`` it prints the speed-up that fvcore's FLOP counts predict
+for computing only what each single attack needs. The FLOP model counts what each algorithm computes:
+with ``F`` the full forward (every exit and head), ``P_k`` exit ``k`` alone (blocks up to exit ``k`` and
+head ``k``: ``neokd_bench.flops.exit_path_flops``), ``T`` steps and an input-gradient backward that costs
+``beta`` times the forward FLOPs of the path it differentiates (autograd only differentiates the path to
+the attacked exit, in both algorithms)::
+
+    naive   = T * sum_k (F + beta * P_k) + L * F         (selection: L full forwards)
+    harness = T * (1 + beta) * sum_k P_k + L * F         (selection: one full forward per candidate)
+
+``predicted`` uses ``beta = 2``, the usual "backward costs two forwards" count (it gives the issue's
+1.25x for an even-cost 7-exit CNN); ``pred_b1`` uses ``beta = 1``, the strict count of a backward that
+computes no weight gradients. Timed calls are interleaved (naive, harness, bf16, naive, ...) and each
+figure is the median of its repetitions after one warm-up; a model runs at least ``--reps`` repetitions
+and at least ``--min-seconds`` of naive time.
 """
 
 from __future__ import annotations
@@ -36,7 +47,7 @@ import neokd_bench as nb
 import torch
 import torch.nn.functional as F
 from neokd_bench.attacks.base import project, random_start
-from neokd_bench.flops import exit_flops
+from neokd_bench.flops import exit_flops, exit_path_flops
 from torch import nn
 
 
@@ -60,33 +71,60 @@ def naive_max_average(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps
     return torch.stack(cands)[best, torch.arange(len(x))]
 
 
-def timed(fn: Callable[[], object], reps: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+def interleaved(fns: dict[str, Callable[[], object]], reps: int, min_seconds: float) -> dict[str, float]:
+    """Median time of each function; the calls are interleaved so that drift in machine load hits all."""
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for fn in fns.values():
+        fn()  # warm-up
+    while True:
+        for k, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t)
+        first = next(iter(times.values()))
+        if len(first) >= reps and sum(first) >= min_seconds:
+            return {k: statistics.median(v) for k, v in times.items()}
 
 
-def bench(name: str, batch: int, reps: int, steps: int) -> dict[str, float]:
+def predicted(full: float, path: list[int], steps: int, beta: float) -> float:
+    L, S = len(path), sum(path)
+    naive = steps * sum(full + beta * p for p in path) + L * full
+    harness = steps * (1 + beta) * S + L * full
+    return naive / harness
+
+
+VARIANTS = {  # name -> extra attack config (None: the naive reference)
+    "naive": None,
+    "fp32": {},
+    "fp32+fold": {"fold_bn": True},
+    "bf16": {"amp_dtype": "bfloat16"},
+    "bf16+fold": {"amp_dtype": "bfloat16", "fold_bn": True},
+}
+
+
+def bench(name: str, batch: int, reps: int, steps: int, min_seconds: float) -> dict[str, float]:
     torch.manual_seed(0)
     model = nb.create_model(name).eval()
+    if any(isinstance(m, nn.BatchNorm2d) for m in model.modules()):
+        with torch.no_grad():  # running statistics that are not the identity, so folding does real work
+            model.train()
+            model(torch.rand(batch, *model.input_size))
+            model.eval()
     x = torch.rand(batch, *model.input_size)
     y = torch.randint(0, model.num_classes, (batch,))
     eps, step = 8 / 255, 2 / 255
-    cum = exit_flops(model)
-    L, full, S = model.num_exits, cum[-1], sum(cum)
-    harness = nb.create_attack("pgd", eps=eps, step_size=step, steps=steps, objective="max-average", seed=0)
-    harness_bf16 = nb.create_attack("pgd", eps=eps, step_size=step, steps=steps, objective="max-average", seed=0,
-                                    amp_dtype="bfloat16")
+    full, path = exit_flops(model)[-1], exit_path_flops(model)
     gen = torch.Generator().manual_seed(0)
-    t_naive = timed(lambda: naive_max_average(model, x, y, eps=eps, step_size=step, steps=steps, generator=gen), reps)
-    t_h = timed(lambda: harness(model, x, y), reps)
-    t_b = timed(lambda: harness_bf16(model, x, y), reps)
-    return {"exits": L, "full_mflops": full / 1e6, "sum_cum_mflops": S / 1e6, "naive_s": t_naive, "harness_s": t_h,
-            "bf16_s": t_b, "predicted": L * full / S, "predicted_fb": (L * full + S) / (2 * S)}
+    fns: dict[str, Callable[[], object]] = {}
+    for variant, extra in VARIANTS.items():
+        if extra is None:
+            fns[variant] = lambda: naive_max_average(model, x, y, eps=eps, step_size=step, steps=steps, generator=gen)
+        else:
+            attack = nb.create_attack("pgd", eps=eps, step_size=step, steps=steps, objective="max-average", seed=0,
+                                      **extra)
+            fns[variant] = lambda a=attack: a(model, x, y)
+    return {"exits": model.num_exits, **interleaved(fns, reps, min_seconds),
+            "predicted": predicted(full, path, steps, 2.0), "pred_b1": predicted(full, path, steps, 1.0)}
 
 
 def main() -> None:
@@ -94,21 +132,28 @@ def main() -> None:
     p.add_argument("--models", default="smallcnn,msdnet_cifar100")
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--min-seconds", type=float, default=5.0, help="at least this much naive time per model")
     p.add_argument("--steps", type=int, default=7)
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}, "
-          f"PGD-{args.steps} max-average, median of {args.reps} reps")
-    head = (f"{'model':<16} {'L':>2} {'naive fp32 s':>12} {'harness fp32 s':>14} {'harness bf16 s':>14} "
-            f"{'measured':>8} {'predicted':>9} {'meas/pred':>9} {'pred_fb':>7} {'meas/pred_fb':>12} {'bf16 vs naive':>13}")
-    print(head)
-    for name in args.models.split(","):
-        r = bench(name.strip(), args.batch, args.reps, args.steps)
-        measured = r["naive_s"] / r["harness_s"]
-        print(f"{name:<16} {r['exits']:>2} {r['naive_s']:>12.2f} {r['harness_s']:>14.2f} {r['bf16_s']:>14.2f} "
-              f"{measured:>8.2f} {r['predicted']:>9.2f} {measured / r['predicted']:>9.0%} {r['predicted_fb']:>7.2f} "
-              f"{measured / r['predicted_fb']:>12.0%} {r['naive_s'] / r['bf16_s']:>12.2f}x", flush=True)
+          f"PGD-{args.steps} max-average, median of >= {args.reps} interleaved reps")
+    rows = [(name.strip(), bench(name.strip(), args.batch, args.reps, args.steps, args.min_seconds))
+            for name in args.models.split(",")]
+    print("\nseconds per call")
+    print(f"{'model':<16} {'L':>2}" + "".join(f" {v:>10}" for v in VARIANTS))
+    for name, r in rows:
+        print(f"{name:<16} {r['exits']:>2}" + "".join(f" {r[v]:>10.2f}" for v in VARIANTS))
+    print("\nspeed-up over naive fp32, and fp32 against the FLOP prediction (beta = 2; pred_b1: beta = 1)")
+    print(f"{'model':<16} {'fp32':>6} {'+fold':>6} {'bf16':>6} {'bf16+fold':>9} {'predicted':>9} {'fp32/pred':>9} "
+          f"{'+fold/pred':>10} {'pred_b1':>7} {'fp32/b1':>7} {'+fold/b1':>8}")
+    for name, r in rows:
+        sp = {v: r["naive"] / r[v] for v in VARIANTS if v != "naive"}
+        print(f"{name:<16} {sp['fp32']:>5.2f}x {sp['fp32+fold']:>5.2f}x {sp['bf16']:>5.2f}x {sp['bf16+fold']:>8.2f}x "
+              f"{r['predicted']:>8.2f}x {sp['fp32'] / r['predicted']:>9.0%} {sp['fp32+fold'] / r['predicted']:>10.0%} "
+              f"{r['pred_b1']:>6.2f}x {sp['fp32'] / r['pred_b1']:>7.0%} {sp['fp32+fold'] / r['pred_b1']:>8.0%}",
+              flush=True)
 
 
 if __name__ == "__main__":

@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..attacks.base import autocast, model_mode, project
+from ..attacks.base import autocast, exit_logits, fold_batchnorm, model_mode, project
 from ..errors import UsageError
 from .base import Defense, DefenseConfig
 
@@ -236,6 +236,8 @@ class _TEAT(Defense):
         x, y = x.detach(), y.detach()
         gen = torch.Generator(device=x.device).manual_seed(self.draw_seed())
         with model_mode(model, cfg.attack_mode), torch.enable_grad():
+            if cfg.attack_fold_bn:
+                model = fold_batchnorm(model)
             with torch.no_grad(), autocast(x.device, cfg.attack_amp):
                 clean = [z.float() for z in model(x)]
             num_exits = len(clean)
@@ -260,7 +262,7 @@ class _TEAT(Defense):
                     x,
                     y,
                     self._start(x, gen),
-                    lambda a: self.attack_loss(model(a, upto=k)[k], k, y, ctx),
+                    lambda a: self.attack_loss(exit_logits(model, a, k), k, y, ctx),
                 )
             # max-average: one single-exit attack per exit, then keep the candidate with the largest mean loss
             starts = [self._start(x, gen) for _ in range(num_exits)]
@@ -271,7 +273,7 @@ class _TEAT(Defense):
                         x,
                         y,
                         starts[k],
-                        lambda a, k=k: self.attack_loss(model(a, upto=k)[k], k, y, ctx),
+                        lambda a, k=k: self.attack_loss(exit_logits(model, a, k), k, y, ctx),
                     )
                     for k in range(num_exits)
                 ]

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import neokd_bench as nb
-from neokd_bench.flops import exit_flops, full_forward_flops
+from neokd_bench.flops import exit_flops, exit_path_flops, full_forward_flops
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -79,3 +79,14 @@ def test_exit_flops_rise_for_every_model(counts, name: str) -> None:
     assert all(isinstance(f, int) and f > 0 for f in flops)
     assert all(b > a for a, b in zip(flops, flops[1:]))
     assert flops[-1] == full
+
+
+@pytest.mark.parametrize("name", ["smallcnn", "msdnet_cifar10"])
+def test_exit_path_skips_earlier_heads(counts, name: str) -> None:
+    """Exit k alone costs its cumulative count minus the heads of exits 0..k-1: the same at exit 0, strictly
+    less after it, and rising with k."""
+    cum, _ = measured(counts, name)
+    path = exit_path_flops(nb.create_model(name))
+    assert path[0] == cum[0]
+    assert all(p < c for p, c in zip(path[1:], cum[1:]))
+    assert all(b > a for a, b in zip(path, path[1:]))

@@ -3,6 +3,12 @@
 * ``forward(x)`` returns a list of logits tensors, one per exit, shallowest first.
 * ``forward(x, upto=k)`` computes only exits ``0..k`` (0-based) and returns ``k + 1`` tensors; no block
   deeper than exit ``k`` runs. Attacks on a shallow exit rely on this for speed.
+* ``forward(x, upto=k, last_only=True)`` returns ``[logits of exit k]`` alone: the blocks up to exit
+  ``k`` and head ``k``; the heads of exits ``0..k-1`` need not run. Single-exit attacks use it (their loss
+  reads exit ``k`` only) when the model's ``forward`` takes ``last_only``, else ``forward(x, upto=k)[k]``.
+  The base class answers it with ``forward_exits(x, k)[k]``; a model makes it cheaper by overriding
+  :meth:`MultiExitModel.forward_last`. A subclass that overrides ``forward`` keeps its own behaviour:
+  the attacks see that its ``forward`` has no ``last_only`` and do not use it.
 * ``num_exits``, ``num_classes`` and ``input_size`` (C, H, W) are attributes.
 * Inputs are pixels in [0, 1]; normalization is the model's first layer, so attacks never see
   normalized space.
@@ -59,11 +65,18 @@ class MultiExitModel(nn.Module):
             )
         return upto
 
-    def forward(self, x: torch.Tensor, upto: int | None = None) -> list[torch.Tensor]:
+    def forward(self, x: torch.Tensor, upto: int | None = None, last_only: bool = False) -> list[torch.Tensor]:
+        if last_only:
+            return [self.forward_last(self.normalize(x), self.check_upto(upto))]
         return self.forward_exits(self.normalize(x), self.check_upto(upto))
 
     def forward_exits(self, x: torch.Tensor, upto: int) -> list[torch.Tensor]:  # pragma: no cover
         raise NotImplementedError
+
+    def forward_last(self, x: torch.Tensor, k: int) -> torch.Tensor:
+        """Exit ``k``'s logits on normalized input. Default: ``forward_exits(x, k)[k]`` (runs every head up
+        to ``k``); built-in models override it to skip the heads of exits ``0..k-1``."""
+        return self.forward_exits(x, k)[k]
 
 
 class ExitForward(nn.Module):

@@ -308,6 +308,14 @@ class MSDNet(MultiExitModel):
                 nn.init.zeros_(m.bias)
 
     def forward_exits(self, x: torch.Tensor, upto: int) -> list[torch.Tensor]:
+        return self._run(x, upto, last_only=False)
+
+    def forward_last(self, x: torch.Tensor, k: int) -> torch.Tensor:
+        return self._run(x, k, last_only=True)[0]
+
+    def _run(self, x: torch.Tensor, upto: int, last_only: bool) -> list[torch.Tensor]:
+        # the plan of ``upto`` is also exactly what exit ``upto`` alone needs: the heads of earlier exits
+        # read the coarsest scale, which the later blocks need anyway
         plan = self._plans[upto]
         outs: list[torch.Tensor] = []
         feats: Any = x
@@ -315,7 +323,8 @@ class MSDNet(MultiExitModel):
         for i, need in enumerate(plan):
             feats = self.units[i](feats, need)
             if i == self.exit_units[k]:
-                outs.append(self.heads[k](feats[-1]))
+                if k == upto or not last_only:
+                    outs.append(self.heads[k](feats[-1]))
                 k += 1
         return outs
 

@@ -50,14 +50,21 @@ class SmallCNN(MultiExitModel):
         self.exit3 = _mlp_head(1024, num_classes, dropout)
 
     def forward_exits(self, x: torch.Tensor, upto: int) -> list[torch.Tensor]:
-        h = self.block1(x)
-        outs = [self.exit1(h)]
-        if upto == 0:
-            return outs
-        h = self.block2(h)
-        outs.append(self.exit2(h))
-        if upto == 1:
-            return outs
+        return self._run(x, upto, last_only=False)
+
+    def forward_last(self, x: torch.Tensor, k: int) -> torch.Tensor:
+        return self._run(x, k, last_only=True)[0]
+
+    def _run(self, x: torch.Tensor, upto: int, last_only: bool) -> list[torch.Tensor]:
+        heads = (self.exit1, self.exit2)
+        outs = []
+        h = x
+        for k, block in enumerate((self.block1, self.block2)):
+            h = block(h)
+            if k == upto or not last_only:
+                outs.append(heads[k](h))
+            if k == upto:
+                return outs
         outs.append(self.exit3(self.block3(h)))
         return outs
 

@@ -92,15 +92,22 @@ class TimmExits(MultiExitModel):
         )
 
     def forward_exits(self, x: torch.Tensor, upto: int) -> list[torch.Tensor]:
+        return self._run(x, upto, last_only=False)
+
+    def forward_last(self, x: torch.Tensor, k: int) -> torch.Tensor:
+        return self._run(x, k, last_only=True)[0]
+
+    def _run(self, x: torch.Tensor, upto: int, last_only: bool) -> list[torch.Tensor]:
         outs: list[torch.Tensor] = []
         k = 0
         for i, name in enumerate(self._names[: self._tap_pos[upto] + 1]):
             x = self.body[name](x)
             if i == self._tap_pos[k]:
-                feat = x
-                if isinstance(feat, (tuple, list)):
-                    feat = torch.cat(list(feat), 1) if self._concat else feat[0]
-                outs.append(self.heads[k](feat))
+                if k == upto or not last_only:
+                    feat = x
+                    if isinstance(feat, (tuple, list)):
+                        feat = torch.cat(list(feat), 1) if self._concat else feat[0]
+                    outs.append(self.heads[k](feat))
                 k += 1
         return outs
 

@@ -7,7 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchattacks
-from neokd_bench.attacks.base import Objective, objective_loss, select_max_average
+from neokd_bench.attacks.base import Objective, fold_batchnorm, objective_loss, select_max_average
+from neokd_bench.errors import UsageError
 from neokd_bench.models.base import ExitForward
 from .tiny_models import make_batch, make_model
 
@@ -95,17 +96,53 @@ def test_batched_and_looped_max_average_are_identical(mode: str) -> None:
     assert torch.equal(a, b)
 
 
-def test_selection_is_one_forward_pass() -> None:
+@pytest.mark.parametrize("select_batch, expected", [(0, [5, 5, 5]), (15, [15]), (100, [15]), (4, [4, 4, 4, 3])])
+def test_selection_forward_passes(select_batch: int, expected: list[int]) -> None:
+    """On CPU, automatic selection runs one forward pass per candidate group; ``select_batch`` caps the
+    samples per pass (15 = all candidates in one pass). The choice does not depend on the chunking."""
     model = make_model(3)
     x, y = make_batch(model, 5)
     cands = torch.stack([x, torch.clamp(x + 0.05, 0, 1), torch.clamp(x - 0.05, 0, 1)])
     calls: list[int] = []
     h = model.register_forward_hook(lambda m, i, o: calls.append(len(i[0])))
-    x_sel, idx, losses = select_max_average(model, cands, y)
+    x_sel, idx, losses = select_max_average(model, cands, y, select_batch=select_batch)
     h.remove()
-    assert calls == [15]
+    assert calls == expected
     assert losses.shape == (3, 5) and torch.equal(idx, losses.argmax(0))
     assert torch.equal(x_sel, cands[idx, torch.arange(5)])
+    _, idx_one, losses_one = select_max_average(model, cands, y, select_batch=15)
+    torch.testing.assert_close(losses, losses_one)
+
+
+def test_single_exit_attack_runs_no_earlier_head_and_no_deeper_block() -> None:
+    """A single attack on exit k computes exit k alone: neither a deeper block nor an earlier head runs."""
+    model = make_model(3)
+    x, y = make_batch(model, 4)
+    blocks: list[int] = []
+    heads: list[int] = []
+    hooks = [b.register_forward_hook(lambda m, i, o, j=j: blocks.append(j)) for j, b in enumerate(model.blocks)]
+    hooks += [h.register_forward_hook(lambda m, i, o, j=j: heads.append(j)) for j, h in enumerate(model.heads)]
+    nb.create_attack("pgd", eps=0.05, step_size=0.02, steps=2, objective="exit:1", seed=0)(model, x, y)
+    for h in hooks:
+        h.remove()
+    assert set(blocks) == {0, 1} and set(heads) == {1}
+
+
+def test_a_model_that_overrides_forward_is_attacked_through_its_forward() -> None:
+    """``last_only`` is used only when the model's ``forward`` takes it; an override without it is honoured."""
+    calls: list[int | None] = []
+
+    class Wrapped(type(make_model(3))):  # type: ignore[misc]
+        def forward(self, x: torch.Tensor, upto: int | None = None) -> list[torch.Tensor]:
+            calls.append(upto)
+            return super().forward(x, upto)
+
+    model = make_model(3)
+    model.__class__ = Wrapped
+    x, y = make_batch(model, 4)
+    calls.clear()
+    nb.create_attack("pgd", eps=0.05, step_size=0.02, steps=2, objective="exit:1", seed=0)(model, x, y)
+    assert calls == [1, 1]
 
 
 def test_bfloat16_autocast_runs_and_stays_in_ball() -> None:
@@ -131,3 +168,43 @@ def test_defaults_are_the_papers() -> None:
     assert d["eps"] == pytest.approx(8 / 255) and d["step_size"] == pytest.approx(2 / 255)
     assert d["steps"] == 50 and d["random_start"] is True and d["objective"] == "max-average"
     assert d["mode"] == "eval" and d["amp_dtype"] is None
+
+
+def test_fold_batchnorm_is_the_same_function_and_leaves_the_model_alone() -> None:
+    model = nb.create_model("msdnet_cifar10")
+    with torch.no_grad():  # non-trivial running statistics
+        model.train()
+        model(torch.rand(16, *model.input_size))
+    model.eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    folded = fold_batchnorm(model)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert all(not p.requires_grad for p in folded.parameters())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+    x = torch.rand(8, *model.input_size)
+    with torch.no_grad():
+        for a, b in zip(model(x), folded(x)):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_fold_bn_attack_matches_the_unfolded_attack() -> None:
+    """Same function, other rounding: the folded attack's x_adv agrees on almost every pixel, its loss is
+    as high, and the model keeps its BatchNorm and mode."""
+    model = make_model(3)
+    x, y = make_batch(model, 32)
+    kw = {"eps": 0.1, "step_size": 0.02, "steps": 5, "objective": "max-average", "seed": 3}
+    plain = nb.create_attack("pgd", **kw)(model, x, y)
+    folded = nb.create_attack("pgd", fold_bn=True, **kw)(model, x, y)
+    assert (folded - x).abs().max() <= 0.1 + 1e-6
+    assert (plain == folded).float().mean() > 0.95
+    with torch.no_grad():
+        loss = objective_loss(model, plain, y, Objective("average")).mean()
+        loss_f = objective_loss(model, folded, y, Objective("average")).mean()
+    assert abs(float(loss - loss_f)) < 0.05 * float(loss)
+    assert not model.training and any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+
+
+def test_fold_bn_needs_eval_mode() -> None:
+    with pytest.raises(UsageError, match="fold_bn"):
+        nb.create_attack("pgd", fold_bn=True, mode="train")

@@ -32,6 +32,11 @@ class TinyExits(MultiExitModel):
             outs.append(self.heads[k](x))
         return outs
 
+    def forward_last(self, x: torch.Tensor, k: int) -> torch.Tensor:
+        for block in self.blocks[: k + 1]:
+            x = block(x)
+        return self.heads[k](x)
+
 
 def make_model(num_exits: int = 3, seed: int = 0, num_classes: int = 10) -> TinyExits:
     torch.manual_seed(seed)

@@ -106,6 +106,8 @@ def test_config_is_frozen_with_paper_defaults(name):
         {"train_attack": "maximum"},
         {"steps": 0},
         {"attack_mode": "test"},
+        {"attack_mode": "train", "attack_fold_bn": True},
+        {"attack_fold_bn": "yes"},
     ],
 )
 def test_bad_config_is_a_usage_error(name, kw):
@@ -122,6 +124,23 @@ def test_eval_mode_is_restored_by_adversarial(name, batch):
     d = make(name)
     d.adversarial(model, x, y, index=idx)
     assert model.training and not model.exit1.training and model.exit2.training
+
+
+@pytest.mark.parametrize("name", ["adv", "pgd-te"])
+def test_attack_fold_bn_reaches_the_training_attack(name, batch):
+    """``attack_fold_bn`` folds BatchNorm for the training attack (PGD or TEAT's own): the model keeps its
+    BatchNorm and mode, and the examples stay in the ball."""
+    x, y, idx = batch
+    model = nb.create_model("msdnet_cifar10", num_classes=10, input_size=(1, 28, 28), mean=[0.0], std=[1.0])
+    model.train()
+    d = make(name, attack_fold_bn=True)
+    if name == "adv":
+        assert d.attack().config.fold_bn is True
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x_adv = d.adversarial(model, x, y, index=idx)
+    assert model.training and float((x_adv - x).abs().max()) <= d.config.eps + 1e-6
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
 
 
 def test_training_attack_is_reproducible_from_the_global_seed(batch):

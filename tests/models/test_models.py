@@ -72,6 +72,24 @@ def test_upto_matches_full_forward(built, name: str) -> None:
 
 
 @pytest.mark.parametrize("name", MODEL_NAMES)
+def test_last_only_is_exit_k_alone(built, name: str) -> None:
+    """``forward(x, upto=k, last_only=True)`` gives exit k's logits and runs no head of an earlier exit."""
+    model = get(built, name).eval()
+    torch.manual_seed(2)
+    x = torch.rand(BATCH, *model.input_size)
+    with torch.no_grad():
+        full = model(x)
+    for k in range(model.num_exits):
+        with torch.no_grad():
+            (alone,) = model(x, upto=k, last_only=True)
+        torch.testing.assert_close(alone, full[k], rtol=1e-4, atol=1e-5)
+        ran = _called_modules(model, k, last_only=True)
+        assert ran <= _called_modules(model, k)
+        if k > 0:  # the earlier heads own weights that exit k alone must not touch
+            assert ran < _called_modules(model, k), f"last_only at exit {k} ran every module of upto={k}"
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
 def test_gradients_reach_input_and_every_parameter(built, name: str) -> None:
     model = get(built, name).train()
     model.zero_grad(set_to_none=True)
@@ -84,7 +102,7 @@ def test_gradients_reach_input_and_every_parameter(built, name: str) -> None:
     assert not missing, f"parameters without gradient: {missing[:5]}"
 
 
-def _called_modules(model: MultiExitModel, upto: int) -> set[str]:
+def _called_modules(model: MultiExitModel, upto: int, last_only: bool = False) -> set[str]:
     called: set[str] = set()
     handles = []
     for mname, mod in model.named_modules():
@@ -92,7 +110,7 @@ def _called_modules(model: MultiExitModel, upto: int) -> set[str]:
             handles.append(mod.register_forward_hook(lambda m, i, o, n=mname: called.add(n)))
     try:
         with torch.no_grad():
-            model(torch.rand(1, *model.input_size), upto=upto)
+            model(torch.rand(1, *model.input_size), upto=upto, last_only=last_only)
     finally:
         for h in handles:
             h.remove()

@@ -42,6 +42,7 @@ import copy
 import functools
 import inspect
 import math
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any, ClassVar
@@ -131,6 +132,19 @@ def _takes_last_only(cls: type) -> bool:
         return False
 
 
+def _defining_class(cls: type, name: str) -> type | None:
+    return next((c for c in cls.__mro__ if name in c.__dict__), None)
+
+
+def cascade_is_safe(model: nn.Module) -> bool:
+    """True when ``model.forward_cascade`` exists and is defined no higher in the class hierarchy than
+    ``forward``: a subclass that overrides ``forward`` (input quantization, a wrapper) without its own
+    cascade would otherwise be attacked through a function other than its ``forward``."""
+    cls = type(model)
+    fc, fw = _defining_class(cls, "forward_cascade"), _defining_class(cls, "forward")
+    return fc is not None and fw is not None and issubclass(fc, fw)
+
+
 def exit_logits(model: nn.Module, x: torch.Tensor, k: int) -> torch.Tensor:
     """Exit ``k``'s logits, computing only what they depend on: ``model(x, upto=k, last_only=True)[0]`` (no
     block deeper than exit ``k`` and no head of an earlier exit runs) when the model's ``forward`` takes
@@ -166,18 +180,30 @@ def select_max_average(model: nn.Module, candidates: torch.Tensor, y: torch.Tens
     averaged over all exits wins (first one on ties). ``select_batch`` caps the samples per forward pass:
     ``0`` (automatic) makes it one pass over all ``C * N`` on an accelerator and one pass per candidate
     group (``N``) on a CPU, where a batch ``C`` times larger falls out of the caches (measured on the
-    7-exit MSDNet at N = 128: one pass of 896 took 1.8x as long as seven passes of 128). Returns
+    7-exit MSDNet at N = 128: one pass of 896 took 1.8x as long as seven passes of 128); if the one pass
+    runs out of device memory it falls back to one group at a time, with a warning. Returns
     ``(x_adv [N, ...], index [N], mean_loss [C, N])``.
     """
     c, n = candidates.shape[:2]
     flat = candidates.flatten(0, 1)
-    chunk = select_batch if select_batch > 0 else (len(flat) if flat.device.type != "cpu" else max(n, 1))
     labels = y.repeat(c)
-    losses = []
-    with autocast(candidates.device, amp_dtype):
-        for i in range(0, len(flat), chunk):
-            losses.append(per_exit_losses(model(flat[i:i + chunk]), labels[i:i + chunk], loss_fn).mean(0))
-    mean_loss = torch.cat(losses).view(c, n)
+    chunk = select_batch if select_batch > 0 else (len(flat) if flat.device.type != "cpu" else max(n, 1))
+
+    def mean_losses(chunk: int) -> torch.Tensor:
+        losses = []
+        with autocast(candidates.device, amp_dtype):
+            for i in range(0, len(flat), chunk):
+                losses.append(per_exit_losses(model(flat[i:i + chunk]), labels[i:i + chunk], loss_fn).mean(0))
+        return torch.cat(losses).view(c, n)
+
+    try:
+        mean_loss = mean_losses(chunk)
+    except torch.OutOfMemoryError:
+        if chunk <= n or select_batch > 0:
+            raise
+        warnings.warn(f"max-average selection over {len(flat)} candidates ran out of device memory; "
+                      f"selecting {n} at a time (set select_batch to skip the attempt)", stacklevel=2)
+        mean_loss = mean_losses(max(n, 1))
     index = mean_loss.argmax(0)
     return candidates[index, torch.arange(n, device=candidates.device)], index, mean_loss
 

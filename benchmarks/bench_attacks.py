@@ -5,19 +5,24 @@ Run from the repository root (it prints figures; it is not a test)::
     python benchmarks/bench_attacks.py                      # smallcnn and msdnet_cifar100, batch 128
     python benchmarks/bench_attacks.py --models smallcnn --reps 5 --threads 2
 
-For each model, in the same process and on the same random weights and inputs, it times:
+For each model, in the same process and on the same random weights (BatchNorm running statistics set by one
+training-mode pass) and inputs, it times:
 
-* ``naive fp32`` - the reference algorithm kept here (Triple-Wins' ``pgd_max`` as NEO-KD describes it):
+* ``naive`` - the reference algorithm kept here (Triple-Wins' ``pgd_max`` as NEO-KD describes it), fp32:
   L single attacks one after another; every step runs the FULL network forward and takes the gradient of the
   target exit's cross-entropy w.r.t. the input only (``torch.autograd.grad``); then selection with L full
   forward passes, one per candidate;
-* ``harness fp32`` - ``create_attack("pgd", steps=7, objective="max-average")``: group k computes exit k
-  alone (``model(x, upto=k, last_only=True)``: no deeper block, no earlier head), the L groups advance in lock-step
-  with one ``autograd.grad`` per step, and the selection is a full forward per candidate group (on CPU;
-  one pass over all candidates on a GPU);
-* ``harness bf16`` - the same with ``amp_dtype="bfloat16"`` (autocast; as for training attacks);
-* ``+fold`` - the same two with ``fold_bn=True``: the attack runs on a copy of the model with each
-  BatchNorm folded into the convolution before it (eval mode; the copy is made inside every timed call).
+* ``train fp32`` - the training attack exactly as the defenses build it (``Defense.attack``, max-average
+  PGD-7): candidate group k computes exit k alone (``model(x, upto=k, last_only=True)``: no deeper block,
+  no earlier head); the L groups run as one cascade per step on a GPU (``model.forward_cascade``: all
+  groups enter block 1, group k leaves after exit k) and one after another in lock-step on a CPU
+  (``cascade="auto"``); the attack runs on a BatchNorm-folded copy of the model (``attack_fold_bn``, on by
+  default for training); selection is a full forward per candidate group on a CPU, one pass on a GPU;
+* ``train bf16`` - the same under bf16 autocast (``attack_amp="bfloat16"``; training attacks only);
+* ``no-fold fp32`` - ``create_attack("pgd", steps=7, objective="max-average")`` with its defaults, as
+  evaluation attacks run: the same without BatchNorm folding;
+* ``no-fold cascade`` / ``no-fold loop`` - the same with the other way of running the L single attacks than
+  ``cascade="auto"`` picks on this device (the cascade on a CPU, the lock-step loop on a GPU).
 
 Beside the measured speed-up ``naive / harness`` it prints the speed-up that fvcore's FLOP counts predict
 for computing only what each single attack needs. The FLOP model counts what each algorithm computes:
@@ -42,6 +47,7 @@ import argparse
 import statistics
 import time
 from collections.abc import Callable
+from typing import Any
 
 import neokd_bench as nb
 import torch
@@ -93,37 +99,45 @@ def predicted(full: float, path: list[int], steps: int, beta: float) -> float:
     return naive / harness
 
 
-VARIANTS = {  # name -> extra attack config (None: the naive reference)
-    "naive": None,
-    "fp32": {},
-    "fp32+fold": {"fold_bn": True},
-    "bf16": {"amp_dtype": "bfloat16"},
-    "bf16+fold": {"amp_dtype": "bfloat16", "fold_bn": True},
-}
+def variants(eps: float, step: float, steps: int, device: torch.device) -> dict[str, Any]:
+    """name -> the attack to time (None: the naive reference). ``train`` is the training attack exactly as
+    the defenses build it (``Defense.attack``: BatchNorm folded, ``cascade="auto"``); ``no-fold`` is
+    ``create_attack("pgd")`` with its defaults (how evaluation attacks run); the last one runs the L single
+    attacks the other way than ``cascade="auto"`` picks on this device (cascade on CPU, loop on GPU)."""
+    def train(**kw: Any) -> Any:
+        return nb.create_defense("adv", eps=eps, step_size=step, steps=steps, **kw).attack(seed=0)
+
+    def plain(**kw: Any) -> Any:
+        return nb.create_attack("pgd", eps=eps, step_size=step, steps=steps, objective="max-average", seed=0, **kw)
+
+    other = "loop" if device.type == "cuda" else "cascade"
+    return {"naive": None, "train fp32": train(), "train bf16": train(attack_amp="bfloat16"),
+            "no-fold fp32": plain(), f"no-fold {other}": plain(cascade="off" if other == "loop" else "on")}
 
 
-def bench(name: str, batch: int, reps: int, steps: int, min_seconds: float) -> dict[str, float]:
+def bench(name: str, batch: int, reps: int, steps: int, min_seconds: float, device: torch.device
+          ) -> dict[str, Any]:
     torch.manual_seed(0)
-    model = nb.create_model(name).eval()
+    model = nb.create_model(name).to(device).eval()
     if any(isinstance(m, nn.BatchNorm2d) for m in model.modules()):
         with torch.no_grad():  # running statistics that are not the identity, so folding does real work
             model.train()
-            model(torch.rand(batch, *model.input_size))
+            model(torch.rand(batch, *model.input_size, device=device))
             model.eval()
-    x = torch.rand(batch, *model.input_size)
-    y = torch.randint(0, model.num_classes, (batch,))
+    x = torch.rand(batch, *model.input_size, device=device)
+    y = torch.randint(0, model.num_classes, (batch,), device=device)
     eps, step = 8 / 255, 2 / 255
     full, path = exit_flops(model)[-1], exit_path_flops(model)
-    gen = torch.Generator().manual_seed(0)
+    gen = torch.Generator(device=device).manual_seed(0)
     fns: dict[str, Callable[[], object]] = {}
-    for variant, extra in VARIANTS.items():
-        if extra is None:
+    for variant, attack in variants(eps, step, steps, device).items():
+        if attack is None:
             fns[variant] = lambda: naive_max_average(model, x, y, eps=eps, step_size=step, steps=steps, generator=gen)
         else:
-            attack = nb.create_attack("pgd", eps=eps, step_size=step, steps=steps, objective="max-average", seed=0,
-                                      **extra)
             fns[variant] = lambda a=attack: a(model, x, y)
-    return {"exits": model.num_exits, **interleaved(fns, reps, min_seconds),
+    if device.type == "cuda":
+        fns = {k: (lambda f=f: (f(), torch.cuda.synchronize())) for k, f in fns.items()}
+    return {"exits": model.num_exits, "times": interleaved(fns, reps, min_seconds),
             "predicted": predicted(full, path, steps, 2.0), "pred_b1": predicted(full, path, steps, 1.0)}
 
 
@@ -135,24 +149,29 @@ def main() -> None:
     p.add_argument("--min-seconds", type=float, default=5.0, help="at least this much naive time per model")
     p.add_argument("--steps", type=int, default=7)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}, "
-          f"PGD-{args.steps} max-average, median of >= {args.reps} interleaved reps")
-    rows = [(name.strip(), bench(name.strip(), args.batch, args.reps, args.steps, args.min_seconds))
+    device = torch.device(args.device)
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    print(f"torch {torch.__version__}, {where}, batch {args.batch}, PGD-{args.steps} max-average, "
+          f"median of >= {args.reps} interleaved reps")
+    rows = [(name.strip(), bench(name.strip(), args.batch, args.reps, args.steps, args.min_seconds, device))
             for name in args.models.split(",")]
+    names = list(rows[0][1]["times"])
     print("\nseconds per call")
-    print(f"{'model':<16} {'L':>2}" + "".join(f" {v:>10}" for v in VARIANTS))
+    print(f"{'model':<16} {'L':>2}" + "".join(f" {v:>14}" for v in names))
     for name, r in rows:
-        print(f"{name:<16} {r['exits']:>2}" + "".join(f" {r[v]:>10.2f}" for v in VARIANTS))
-    print("\nspeed-up over naive fp32, and fp32 against the FLOP prediction (beta = 2; pred_b1: beta = 1)")
-    print(f"{'model':<16} {'fp32':>6} {'+fold':>6} {'bf16':>6} {'bf16+fold':>9} {'predicted':>9} {'fp32/pred':>9} "
-          f"{'+fold/pred':>10} {'pred_b1':>7} {'fp32/b1':>7} {'+fold/b1':>8}")
+        print(f"{name:<16} {r['exits']:>2}" + "".join(f" {r['times'][v]:>14.2f}" for v in names))
+    print("\nspeed-up over naive fp32; fp32 speed-ups against the FLOP prediction (beta = 2; pred_b1: beta = 1)")
+    print(f"{'model':<16}" + "".join(f" {v:>14}" for v in names[1:]) + f" {'predicted':>9} {'pred_b1':>7}"
+          + "".join(f" {v + '/pred':>17} {v + '/b1':>15}" for v in names[1:] if "fp32" in v))
     for name, r in rows:
-        sp = {v: r["naive"] / r[v] for v in VARIANTS if v != "naive"}
-        print(f"{name:<16} {sp['fp32']:>5.2f}x {sp['fp32+fold']:>5.2f}x {sp['bf16']:>5.2f}x {sp['bf16+fold']:>8.2f}x "
-              f"{r['predicted']:>8.2f}x {sp['fp32'] / r['predicted']:>9.0%} {sp['fp32+fold'] / r['predicted']:>10.0%} "
-              f"{r['pred_b1']:>6.2f}x {sp['fp32'] / r['pred_b1']:>7.0%} {sp['fp32+fold'] / r['pred_b1']:>8.0%}",
+        t = r["times"]
+        sp = {v: t["naive"] / t[v] for v in names[1:]}
+        print(f"{name:<16}" + "".join(f" {sp[v]:>13.2f}x" for v in names[1:])
+              + f" {r['predicted']:>8.2f}x {r['pred_b1']:>6.2f}x"
+              + "".join(f" {sp[v] / r['predicted']:>17.0%} {sp[v] / r['pred_b1']:>15.0%}" for v in names[1:] if "fp32" in v),
               flush=True)
 
 

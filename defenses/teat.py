@@ -236,7 +236,7 @@ class _TEAT(Defense):
         x, y = x.detach(), y.detach()
         gen = torch.Generator(device=x.device).manual_seed(self.draw_seed())
         with model_mode(model, cfg.attack_mode), torch.enable_grad():
-            if cfg.attack_fold_bn:
+            if cfg.attack_fold_bn and cfg.attack_mode == "eval":
                 model = fold_batchnorm(model)
             with torch.no_grad(), autocast(x.device, cfg.attack_amp):
                 clean = [z.float() for z in model(x)]

@@ -93,6 +93,7 @@ def test_describe_is_json_and_resolved(name):
 def test_config_is_frozen_with_paper_defaults(name):
     d = nb.create_defense(name)
     assert d.config.steps == 7 and d.config.attack_mode == "eval" and d.config.attack_amp is None
+    assert d.config.attack_fold_bn is True
     with pytest.raises(dataclasses.FrozenInstanceError):
         d.config.steps = 3  # type: ignore[misc]
 
@@ -106,7 +107,6 @@ def test_config_is_frozen_with_paper_defaults(name):
         {"train_attack": "maximum"},
         {"steps": 0},
         {"attack_mode": "test"},
-        {"attack_mode": "train", "attack_fold_bn": True},
         {"attack_fold_bn": "yes"},
     ],
 )
@@ -128,14 +128,16 @@ def test_eval_mode_is_restored_by_adversarial(name, batch):
 
 @pytest.mark.parametrize("name", ["adv", "pgd-te"])
 def test_attack_fold_bn_reaches_the_training_attack(name, batch):
-    """``attack_fold_bn`` folds BatchNorm for the training attack (PGD or TEAT's own): the model keeps its
-    BatchNorm and mode, and the examples stay in the ball."""
+    """``attack_fold_bn`` (default on) folds BatchNorm for an eval-mode training attack (PGD or TEAT's own);
+    not in train mode. The model keeps its BatchNorm, weights and mode; the examples stay in the ball."""
     x, y, idx = batch
     model = nb.create_model("msdnet_cifar10", num_classes=10, input_size=(1, 28, 28), mean=[0.0], std=[1.0])
     model.train()
-    d = make(name, attack_fold_bn=True)
+    d = make(name)  # folding is the default for training attacks
     if name == "adv":
         assert d.attack().config.fold_bn is True
+        assert make(name, attack_mode="train").attack().config.fold_bn is False
+        assert make(name, attack_fold_bn=False).attack().config.fold_bn is False
     before = {k: v.clone() for k, v in model.state_dict().items()}
     x_adv = d.adversarial(model, x, y, index=idx)
     assert model.training and float((x_adv - x).abs().max()) <= d.config.eps + 1e-6

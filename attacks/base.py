@@ -55,6 +55,9 @@ from ..errors import UsageError
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """Per-sample loss of one exit: ``(logits [N, C], y [N]) -> [N]``; larger is better for the attacker."""
+ExitLossFn = Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]
+"""Per-sample loss of exit ``k``: ``(logits [N, C], y [N], k) -> [N]``, for losses that differ per exit
+(TEAT's attack loss reads a per-exit ensemble); given, it takes the place of a :data:`LossFn`."""
 
 MODES = ("eval", "train")
 AMP_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -118,10 +121,12 @@ def cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.float(), y, reduction="none")
 
 
-def per_exit_losses(outputs: Sequence[torch.Tensor], y: torch.Tensor, loss_fn: LossFn = cross_entropy
-                    ) -> torch.Tensor:
-    """``[len(outputs), N]``: the per-sample loss of every exit."""
-    return torch.stack([loss_fn(o, y) for o in outputs])
+def per_exit_losses(outputs: Sequence[torch.Tensor], y: torch.Tensor, loss_fn: LossFn = cross_entropy,
+                    exit_loss: ExitLossFn | None = None) -> torch.Tensor:
+    """``[len(outputs), N]``: the per-sample loss of every exit (``exit_loss(o_k, y, k)`` when given)."""
+    if exit_loss is None:
+        return torch.stack([loss_fn(o, y) for o in outputs])
+    return torch.stack([exit_loss(o, y, k) for k, o in enumerate(outputs)])
 
 
 @functools.lru_cache(maxsize=None)
@@ -155,7 +160,7 @@ def exit_logits(model: nn.Module, x: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def objective_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, objective: Objective,
-                   loss_fn: LossFn = cross_entropy) -> torch.Tensor:
+                   loss_fn: LossFn = cross_entropy, exit_loss: ExitLossFn | None = None) -> torch.Tensor:
     """Per-sample loss ``[N]`` of a single-exit or ``average`` objective (Eqs. 1 and 3).
 
     ``exit:k`` computes exit ``k`` alone (:func:`exit_logits`): no deeper block and no earlier head runs;
@@ -164,16 +169,17 @@ def objective_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, objective
     """
     if objective.kind == "exit":
         k = int(objective.exit)  # type: ignore[arg-type]
-        return loss_fn(exit_logits(model, x, k), y)
+        logits = exit_logits(model, x, k)
+        return loss_fn(logits, y) if exit_loss is None else exit_loss(logits, y, k)
     if objective.kind == "average":
-        return per_exit_losses(model(x), y, loss_fn).mean(0)
+        return per_exit_losses(model(x), y, loss_fn, exit_loss).mean(0)
     raise ValueError("max-average is not a differentiable objective; run one attack per exit and select")
 
 
 @torch.no_grad()
 def select_max_average(model: nn.Module, candidates: torch.Tensor, y: torch.Tensor,
-                       loss_fn: LossFn = cross_entropy, amp_dtype: str | None = None, select_batch: int = 0
-                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                       loss_fn: LossFn = cross_entropy, amp_dtype: str | None = None, select_batch: int = 0,
+                       exit_loss: ExitLossFn | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Eq. 2 selection. ``candidates`` is ``[C, N, ...]`` (candidate ``k`` = single attack on exit ``k``).
 
     A no-grad forward pass over the ``C * N`` candidates; per sample the candidate with the largest loss
@@ -193,7 +199,8 @@ def select_max_average(model: nn.Module, candidates: torch.Tensor, y: torch.Tens
         losses = []
         with autocast(candidates.device, amp_dtype):
             for i in range(0, len(flat), chunk):
-                losses.append(per_exit_losses(model(flat[i:i + chunk]), labels[i:i + chunk], loss_fn).mean(0))
+                losses.append(per_exit_losses(model(flat[i:i + chunk]), labels[i:i + chunk], loss_fn,
+                                              exit_loss).mean(0))
         return torch.cat(losses).view(c, n)
 
     try:
@@ -399,8 +406,14 @@ class Attack:
     def max_average(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                     generator: torch.Generator) -> torch.Tensor:
         cands = self._candidates(model, x, y, generator)
-        return select_max_average(model, cands, y, amp_dtype=self.amp_dtype,
-                                  select_batch=self.config.select_batch)[0]
+        return select_max_average(model, cands, y, amp_dtype=self.amp_dtype, select_batch=self.config.select_batch,
+                                  exit_loss=self.exit_loss)[0]
+
+    def exit_loss(self, logits: torch.Tensor, y: torch.Tensor, k: int) -> torch.Tensor:
+        """Per-sample loss of exit ``k`` that the attack raises and that max-average selection averages.
+        Default: :attr:`loss_fn` (cross-entropy), the same at every exit; a subclass may make it depend on
+        ``k``."""
+        return self.loss_fn(logits, y)
 
     def _candidates(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                     generator: torch.Generator) -> torch.Tensor:

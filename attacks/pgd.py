@@ -55,6 +55,7 @@ from .base import (
 
 
 CASCADE = ("auto", "on", "off")
+STARTS = ("uniform", "trades")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -65,6 +66,7 @@ class PGDConfig(AttackConfig):
     step_size: float = 2 / 255
     steps: int = 50
     random_start: bool = True
+    start: str = "uniform"  # "uniform" in the eps-ball (Madry et al.) or "trades": x + 0.001 * N(0, 1)
     objective: str = "max-average"
     amp_dtype: str | None = None
     batched: bool = True
@@ -76,6 +78,8 @@ class PGDConfig(AttackConfig):
         check_positive_int("steps", self.steps, 1, "steps=50")
         if not isinstance(self.random_start, bool):
             _fail("random_start", self.random_start, "use random_start=True or random_start=False")
+        if self.start not in STARTS:
+            _fail("start", self.start, "use start='uniform' (in the eps-ball) or start='trades' (x + 0.001 N(0, 1))")
         if not isinstance(self.batched, bool):
             _fail("batched", self.batched, "use batched=True or batched=False")
         if self.cascade not in CASCADE:
@@ -117,9 +121,12 @@ class PGD(Attack):
 
     # -----------------------------------------------------------------------------------------
     def _start(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        if self.config.random_start:
-            return random_start(x, self.config.eps, generator)
-        return x.clone()
+        if not self.config.random_start:
+            return x.clone()
+        if self.config.start == "trades":  # TRADES (Zhang et al. 2019): x + 0.001 * N(0, 1), clamped to [0, 1]
+            noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype) * 1e-3
+            return torch.clamp(x + noise, 0.0, 1.0)
+        return random_start(x, self.config.eps, generator)
 
     def _use_cascade(self, model: nn.Module, x: torch.Tensor) -> bool:
         cfg = self.config
@@ -140,7 +147,7 @@ class PGD(Attack):
                 advs = [a.requires_grad_(True) for a in advs]
                 with autocast(x.device, cfg.amp_dtype):
                     logits = model.forward_cascade(advs)
-                total = sum(self.loss_fn(z, y).mean() for z in logits)
+                total = sum(self.exit_loss(z, y, k).mean() for k, z in enumerate(logits))
                 grads = torch.autograd.grad(total, advs)
             except torch.OutOfMemoryError:
                 warnings.warn(f"pgd: the cascade of {len(advs)} candidate groups ran out of device memory; "
@@ -163,7 +170,7 @@ class PGD(Attack):
             for a, o in zip(advs, objectives):  # one graph alive at a time: on CPU, 9% faster than one
                 a.requires_grad_(True)           # autograd.grad over all L graphs (MSDNet, 7 exits)
                 with autocast(x.device, cfg.amp_dtype):
-                    loss = objective_loss(model, a, y, o).mean()
+                    loss = objective_loss(model, a, y, o, exit_loss=self.exit_loss).mean()
                 (g,) = torch.autograd.grad(loss, [a])
                 stepped.append(project(a.detach() + cfg.step_size * g.sign(), x, cfg.eps))
             advs = stepped

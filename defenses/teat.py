@@ -45,7 +45,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..attacks.base import autocast, exit_logits, fold_batchnorm, model_mode, project
+from ..attacks.base import autocast, model_mode
+from ..attacks.pgd import PGD
 from ..errors import UsageError
 from .base import Defense, DefenseConfig
 
@@ -80,6 +81,18 @@ class TEATConfig(DefenseConfig):
     beta: float = 6.0
 
 
+
+class _TEATAttack(PGD):
+    """The shared PGD with TEAT's attack loss, which differs per exit: ``exit_loss(logits, y, k)`` is bound
+    per training batch (it reads that batch's clean logits and ensemble targets). Not registered."""
+
+    def __init__(self, exit_loss: Callable[[Tensor, Tensor, int], Tensor], **config: Any) -> None:
+        super().__init__(**config)
+        self._exit_loss = exit_loss
+
+    def exit_loss(self, logits: Tensor, y: Tensor, k: int) -> Tensor:
+        return self._exit_loss(logits, y, k)
+
 class _TEAT(Defense):
     """Shared machinery of PGD-TE and TRADES-TE (see the module docstring)."""
 
@@ -111,10 +124,11 @@ class _TEAT(Defense):
 
     common_assumptions = (
         (
-            "Training adversarial examples: TEAT's own PGD loop in this module (its attack loss is not a "
-            "cross-entropy objective): PGD-TE starts uniformly in the eps-ball, TRADES-TE at x + 0.001*N(0,1); "
-            "sign-gradient steps, projection and [0,1] clamping, in attack_mode (eval), mode restored; the "
-            "start is seeded from torch's global RNG, which the trainer seeds per epoch."
+            "Training adversarial examples: the shared PGD (neokd_bench.attacks.pgd) with TEAT's per-exit attack "
+            "loss in place of the cross-entropy (also in max-average selection): PGD-TE starts uniformly in the "
+            "eps-ball, TRADES-TE at x + 0.001*N(0,1); sign-gradient steps, projection and [0,1] clamping, in "
+            "attack_mode (eval), mode restored; the start is seeded from torch's global RNG, which the trainer "
+            "seeds per epoch."
         ),
         "Losses are averaged over the batch and summed over exits.",
         "Forward passes for the loss run in train mode; PGD-TE uses only the adversarial pass (as TEAT's PGD-AT).",
@@ -206,27 +220,9 @@ class _TEAT(Defense):
         """Per-sample attack loss ``[B]`` of exit ``k`` (larger is better for the attacker)."""
         raise NotImplementedError
 
-    def _pgd(
-        self, model: nn.Module, x: Tensor, y: Tensor, start: Tensor, loss_of: Callable[[Tensor], Tensor]
-    ) -> Tensor:
-        cfg = self.config
-        adv = start.detach()
-        for _ in range(cfg.steps):
-            adv.requires_grad_(True)
-            with autocast(x.device, cfg.attack_amp):
-                total = loss_of(adv).sum()
-            (g,) = torch.autograd.grad(total, [adv])
-            adv = project(adv.detach() + cfg.step_size * g.sign(), x, cfg.eps)
-        return adv.detach()
-
-    def _start(self, x: Tensor, gen: torch.Generator) -> Tensor:
-        if self.trades:  # TRADES: x + 0.001 * N(0, 1)
-            noise = torch.randn(x.shape, generator=gen, device=x.device, dtype=x.dtype) * 1e-3
-        else:  # PGD: uniform in the eps-ball
-            noise = torch.empty_like(x).uniform_(-self.config.eps, self.config.eps, generator=gen)
-        return torch.clamp(x + noise, 0.0, 1.0)
-
     def adversarial(self, model: nn.Module, x: Tensor, y: Tensor, index: Tensor | None = None) -> Tensor:
+        """The shared PGD (:class:`~neokd_bench.attacks.pgd.PGD`) on TEAT's per-exit attack loss, objective
+        ``train_attack``, started as TEAT's base method starts (TRADES: ``x + 0.001 N(0, 1)``)."""
         cfg = self.config
         if cfg.eps is None or cfg.step_size is None:
             raise UsageError(
@@ -234,59 +230,21 @@ class _TEAT(Defense):
                 "first or pass eps= and step_size="
             )
         x, y = x.detach(), y.detach()
-        gen = torch.Generator(device=x.device).manual_seed(self.draw_seed())
-        with model_mode(model, cfg.attack_mode), torch.enable_grad():
-            if cfg.attack_fold_bn and cfg.attack_mode == "eval":
-                model = fold_batchnorm(model)
-            with torch.no_grad(), autocast(x.device, cfg.attack_amp):
-                clean = [z.float() for z in model(x)]
-            num_exits = len(clean)
-            ctx: dict[str, Any] = {"clean": clean, "w": self.te_weight}
-            if self.te_active:
-                idx = self._check_index(index, x.shape[0])
-                self.update_ensemble(clean, idx)
-                ctx["targets"] = self.targets(idx, x.device)
-            ta = cfg.train_attack
-            if ta == "average":
-
-                def avg(a: Tensor) -> Tensor:
-                    return torch.stack([self.attack_loss(z, k, y, ctx) for k, z in enumerate(model(a))]).mean(
-                        0
-                    )
-
-                return self._pgd(model, x, y, self._start(x, gen), avg)
-            if ta.startswith("exit:"):
-                k = int(ta[5:])
-                return self._pgd(
-                    model,
-                    x,
-                    y,
-                    self._start(x, gen),
-                    lambda a: self.attack_loss(exit_logits(model, a, k), k, y, ctx),
-                )
-            # max-average: one single-exit attack per exit, then keep the candidate with the largest mean loss
-            starts = [self._start(x, gen) for _ in range(num_exits)]
-            cands = torch.stack(
-                [
-                    self._pgd(
-                        model,
-                        x,
-                        y,
-                        starts[k],
-                        lambda a, k=k: self.attack_loss(exit_logits(model, a, k), k, y, ctx),
-                    )
-                    for k in range(num_exits)
-                ]
-            )
-            with torch.no_grad(), autocast(x.device, cfg.attack_amp):
-                means = torch.stack(
-                    [
-                        torch.stack([self.attack_loss(z, j, y, ctx) for j, z in enumerate(model(c))]).mean(0)
-                        for c in cands
-                    ]
-                )  # [L, B]
-            best = means.argmax(0)
-            return cands[best, torch.arange(x.shape[0], device=x.device)].detach()
+        seed = self.draw_seed()
+        with model_mode(model, cfg.attack_mode), torch.no_grad(), autocast(x.device, cfg.attack_amp):
+            clean = [z.float() for z in model(x)]
+        ctx: dict[str, Any] = {"clean": clean, "w": self.te_weight}
+        if self.te_active:
+            idx = self._check_index(index, x.shape[0])
+            self.update_ensemble(clean, idx)
+            ctx["targets"] = self.targets(idx, x.device)
+        attack = _TEATAttack(
+            lambda logits, y_, k: self.attack_loss(logits, k, y_, ctx),
+            eps=cfg.eps, step_size=cfg.step_size, steps=cfg.steps, objective=cfg.train_attack,
+            mode=cfg.attack_mode, amp_dtype=cfg.attack_amp, fold_bn=cfg.attack_fold_bn and cfg.attack_mode == "eval",
+            start="trades" if self.trades else "uniform", seed=seed,
+        )
+        return attack(model, x, y)
 
     @staticmethod
     def mse(logits: Tensor, target: Tensor) -> Tensor:

@@ -270,3 +270,15 @@ def test_cascade_falls_back_to_the_loop_when_memory_runs_out(monkeypatch) -> Non
     with pytest.warns(UserWarning, match="out of device memory"):
         got = nb.create_attack("pgd", cascade="on", **kw)(model, x, y)
     assert torch.equal(got, expected)
+
+
+def test_trades_start_is_a_small_gaussian() -> None:
+    """``start='trades'``: x + 0.001 N(0, 1) (Zhang et al. 2019); with a zero step the attack returns it."""
+    model = make_model(3)
+    x, y = make_batch(model, 64)
+    x = x.clamp(0.1, 0.9)  # keep the clamp to [0, 1] out of the way
+    adv = nb.create_attack("pgd", eps=0.1, step_size=0.0, steps=1, start="trades", objective="exit:0", seed=0)(model, x, y)
+    delta = adv - x
+    assert 0.0008 < float(delta.std()) < 0.0012 and abs(float(delta.mean())) < 1e-4
+    with pytest.raises(UsageError, match="start"):
+        nb.create_attack("pgd", start="gaussian")

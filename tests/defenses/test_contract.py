@@ -145,6 +145,21 @@ def test_attack_fold_bn_reaches_the_training_attack(name, batch):
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
 
 
+def test_teat_attacks_with_the_shared_pgd(batch):
+    """Before its ensemble starts, PGD-TE's attack loss is the cross-entropy, and its attack (the shared PGD
+    with a per-exit loss) makes exactly the examples of plain adversarial training's attack."""
+    x, y, idx = batch
+    model = nb.create_model("smallcnn").train()
+    for objective in ("average", "max-average"):
+        te = make("pgd-te", te_start_epoch=90, train_attack=objective)
+        adv = make("adv", train_attack=objective)
+        torch.manual_seed(3)
+        a = te.adversarial(model, x, y, index=idx)
+        torch.manual_seed(3)
+        b = adv.adversarial(model, x, y)
+        assert torch.equal(a, b)
+
+
 def test_training_attack_is_reproducible_from_the_global_seed(batch):
     x, y, _idx = batch
     model = nb.create_model("smallcnn")

@@ -128,8 +128,8 @@ def test_single_exit_attack_runs_no_earlier_head_and_no_deeper_block() -> None:
     assert set(blocks) == {0, 1} and set(heads) == {1}
 
 
-def test_a_model_that_overrides_forward_is_attacked_through_its_forward() -> None:
-    """``last_only`` is used only when the model's ``forward`` takes it; an override without it is honoured."""
+def overridden_forward_model() -> tuple[torch.nn.Module, list[int | None]]:
+    """A tiny model whose class overrides ``forward`` (without ``last_only``), recording each call's ``upto``."""
     calls: list[int | None] = []
 
     class Wrapped(type(make_model(3))):  # type: ignore[misc]
@@ -139,6 +139,12 @@ def test_a_model_that_overrides_forward_is_attacked_through_its_forward() -> Non
 
     model = make_model(3)
     model.__class__ = Wrapped
+    return model, calls
+
+
+def test_a_model_that_overrides_forward_is_attacked_through_its_forward() -> None:
+    """``last_only`` is used only when the model's ``forward`` takes it; an override without it is honoured."""
+    model, calls = overridden_forward_model()
     x, y = make_batch(model, 4)
     calls.clear()
     nb.create_attack("pgd", eps=0.05, step_size=0.02, steps=2, objective="exit:1", seed=0)(model, x, y)
@@ -240,15 +246,7 @@ def test_cascade_runs_one_batched_pass_per_step() -> None:
 
 
 def test_cascade_is_not_used_through_an_overridden_forward_or_in_train_mode() -> None:
-    calls: list[int | None] = []
-
-    class Wrapped(type(make_model(3))):  # type: ignore[misc]
-        def forward(self, x: torch.Tensor, upto: int | None = None) -> list[torch.Tensor]:
-            calls.append(upto)
-            return super().forward(x, upto)
-
-    model = make_model(3)
-    model.__class__ = Wrapped
+    model, calls = overridden_forward_model()
     x, y = make_batch(model, 4)
     calls.clear()
     nb.create_attack("pgd", eps=0.05, step_size=0.02, steps=1, cascade="on", seed=0)(model, x, y)

@@ -1,7 +1,9 @@
 """Attack strength on a trained checkpoint: max-average PGD-7 in fp32 and in bf16 autocast, and PGD-50.
 
 Prints the per-exit robust accuracy under each, the largest per-exit gap between the bf16 and the fp32
-PGD-7 (issue 3 asks for at most 1 point) and whether PGD-50 is at least as strong as PGD-7 at every exit.
+PGD-7 (issue 3 asks for at most 1 point) and whether PGD-50 is at least as strong as PGD-7: lower accuracy
+averaged over exits, and no exit more than one sample higher (max-average keeps, per sample, the candidate
+with the largest loss averaged over exits, so one exit alone may come out a sample less attacked).
 The same checks run, on a smaller budget, in ``tests/attacks/test_trained.py``. Example (after ``make run``)::
 
     .venv/bin/python scripts/attack_strength.py runs/adv-fashion-mnist-smoke-s0/checkpoint.pt --n 500
@@ -58,9 +60,11 @@ def main(argv: list[str] | None = None) -> int:
     print("per-exit accuracy (%): " + " | ".join(f"{k}: " + " / ".join(f"{100 * a:.1f}" for a in v)
                                                for k, v in rows.items()))
     gap = max(abs(a - b) for a, b in zip(rows["PGD-7 bf16"], rows["PGD-7 fp32"]))
-    stronger = all(a50 <= a7 for a50, a7 in zip(rows["PGD-50 fp32"], rows["PGD-7 fp32"]))
+    a7, a50 = rows["PGD-7 fp32"], rows["PGD-50 fp32"]
+    stronger = sum(a50) < sum(a7) + 1e-9 and all(b <= a + 1 / len(x) + 1e-9 for a, b in zip(a7, a50))
     print(f"bf16 vs fp32 PGD-7: largest per-exit gap {100 * gap:.1f} points ({'within' if gap <= 0.01 else 'MORE THAN'} 1)")
-    print(f"PGD-50 at least as strong as PGD-7 at every exit: {'yes' if stronger else 'NO'}")
+    print(f"PGD-50 vs PGD-7, mean over exits: {100 * sum(a50) / len(a50):.2f} vs {100 * sum(a7) / len(a7):.2f} %; "
+          f"at least as strong (lower mean, no exit more than one sample higher): {'yes' if stronger else 'NO'}")
     return 0 if gap <= 0.01 and stronger else 1
 
 

@@ -52,8 +52,8 @@ class DefenseConfig:
     attack_amp: autocast dtype for the attack's forward passes (``None``, ``bfloat16``, ``float16``).
     attack_fold_bn: when the attack runs in eval mode, run it on a copy of the model with BatchNorm folded
         into the preceding convolutions (``fold_bn`` of :mod:`neokd_bench.attacks.base`): the same function
-        up to float rounding, and a faster attack on BatchNorm networks (MSDNet on CPU: PGD-7 max-average
-        1.46x instead of 1.23x the naive reference, ``benchmarks/bench_attacks.py``). On by default for
+        up to float rounding, and a faster attack on BatchNorm networks (MSDNet on CPU: PGD-7 max-average about
+        1.5x instead of 1.25x the naive reference, ``benchmarks/bench_attacks.py``). On by default for
         training attacks (this project's choice; evaluation attacks do not fold unless asked); ignored with
         ``attack_mode="train"``, where BatchNorm uses batch statistics.
     """

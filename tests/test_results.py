@@ -193,3 +193,19 @@ def test_provenance_fields_and_no_git(monkeypatch, tmp_path):
     monkeypatch.setattr(results, "_REPO_ROOT", tmp_path)  # not a git checkout
     q = provenance()
     assert q["git_commit"] is None and q["git_dirty"] is None
+
+
+def test_the_wheel_ships_the_result_schema(tmp_path) -> None:
+    """A non-editable install finds the schema too: the wheel carries it as ``neokd_bench/schema/``."""
+    import subprocess
+    import sys
+    import zipfile
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", str(root),
+                    "-w", str(tmp_path)], check=True, capture_output=True)
+    (wheel,) = tmp_path.glob("neokd_bench-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "neokd_bench/schema/result-1.schema.json" in names
+    assert "neokd_bench/data/fashion_mnist_subset.npz" in names

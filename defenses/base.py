@@ -212,27 +212,24 @@ class Defense:
             raise UsageError(f"defense {self.name!r} keeps no state, but the checkpoint has {sorted(state)}")
 
     # -- training ---------------------------------------------------------------------------------
-    def attack(self, seed: int | None = None) -> Any:
-        """The training attack: ``neokd_bench.create_attack("pgd", ...)`` built from the resolved config."""
+    def attack_options(self, seed: int | None = None) -> dict[str, Any]:
+        """The training attack's PGD options from the resolved config (what :meth:`attack` builds from, and
+        what a defense with its own PGD subclass, such as TEAT, passes on)."""
         cfg = self.config
         if cfg.eps is None or cfg.step_size is None:
             raise UsageError(
                 f"defense {self.name!r}: eps and step_size are unresolved; call setup(dataset=...) first "
                 "or pass eps= and step_size="
             )
+        return {"eps": cfg.eps, "step_size": cfg.step_size, "steps": cfg.steps, "objective": cfg.train_attack,
+                "mode": cfg.attack_mode, "amp_dtype": cfg.attack_amp,
+                "fold_bn": cfg.attack_fold_bn and cfg.attack_mode == "eval", "seed": seed}
+
+    def attack(self, seed: int | None = None) -> Any:
+        """The training attack: ``neokd_bench.create_attack("pgd", ...)`` built from the resolved config."""
         from .. import create_attack
 
-        return create_attack(
-            "pgd",
-            eps=cfg.eps,
-            step_size=cfg.step_size,
-            steps=cfg.steps,
-            objective=cfg.train_attack,
-            mode=cfg.attack_mode,
-            amp_dtype=cfg.attack_amp,
-            fold_bn=cfg.attack_fold_bn and cfg.attack_mode == "eval",
-            seed=seed,
-        )
+        return create_attack("pgd", **self.attack_options(seed))
 
     @staticmethod
     def draw_seed() -> int:

@@ -224,13 +224,8 @@ class _TEAT(Defense):
         """The shared PGD (:class:`~neokd_bench.attacks.pgd.PGD`) on TEAT's per-exit attack loss, objective
         ``train_attack``, started as TEAT's base method starts (TRADES: ``x + 0.001 N(0, 1)``)."""
         cfg = self.config
-        if cfg.eps is None or cfg.step_size is None:
-            raise UsageError(
-                f"defense {self.name!r}: eps and step_size are unresolved; call setup(dataset=...) "
-                "first or pass eps= and step_size="
-            )
+        options = self.attack_options(seed=self.draw_seed())  # checks that eps and step_size are resolved
         x, y = x.detach(), y.detach()
-        seed = self.draw_seed()
         with model_mode(model, cfg.attack_mode), torch.no_grad(), autocast(x.device, cfg.attack_amp):
             clean = [z.float() for z in model(x)]
         ctx: dict[str, Any] = {"clean": clean, "w": self.te_weight}
@@ -238,12 +233,8 @@ class _TEAT(Defense):
             idx = self._check_index(index, x.shape[0])
             self.update_ensemble(clean, idx)
             ctx["targets"] = self.targets(idx, x.device)
-        attack = _TEATAttack(
-            lambda logits, y_, k: self.attack_loss(logits, k, y_, ctx),
-            eps=cfg.eps, step_size=cfg.step_size, steps=cfg.steps, objective=cfg.train_attack,
-            mode=cfg.attack_mode, amp_dtype=cfg.attack_amp, fold_bn=cfg.attack_fold_bn and cfg.attack_mode == "eval",
-            start="trades" if self.trades else "uniform", seed=seed,
-        )
+        attack = _TEATAttack(lambda logits, y_, k: self.attack_loss(logits, k, y_, ctx),
+                             start="trades" if self.trades else "uniform", **options)
         return attack(model, x, y)
 
     @staticmethod

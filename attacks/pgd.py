@@ -40,6 +40,7 @@ from torch import nn
 from .base import (
     AMP_DTYPES,
     Attack,
+    AttackRNG,
     AttackConfig,
     Objective,
     _fail,
@@ -102,14 +103,13 @@ class PGD(Attack):
     config: PGDConfig
 
     def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, objective: Objective,
-            generator: torch.Generator) -> torch.Tensor:
-        start = self._start(x, generator)
+            rng: AttackRNG) -> torch.Tensor:
+        start = self._start(x, rng)
         return self._lockstep(model, x, y, [start], [objective])[0]
 
-    def _candidates(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-                    generator: torch.Generator) -> torch.Tensor:
+    def _candidates(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, rng: AttackRNG) -> torch.Tensor:
         L = num_exits(model)
-        starts = [self._start(x, generator) for _ in range(L)]  # drawn first: same in both forms
+        starts = [self._start(x, rng) for _ in range(L)]  # drawn first: same in both forms
         objectives = [Objective("exit", k) for k in range(L)]
         if self.config.batched and self._use_cascade(model, x):
             advs = self._cascade(model, x, y, starts)
@@ -120,13 +120,12 @@ class PGD(Attack):
         return torch.stack(advs)
 
     # -----------------------------------------------------------------------------------------
-    def _start(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    def _start(self, x: torch.Tensor, rng: AttackRNG) -> torch.Tensor:
         if not self.config.random_start:
             return x.clone()
         if self.config.start == "trades":  # TRADES (Zhang et al. 2019): x + 0.001 * N(0, 1), clamped to [0, 1]
-            noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype) * 1e-3
-            return torch.clamp(x + noise, 0.0, 1.0)
-        return random_start(x, self.config.eps, generator)
+            return torch.clamp(x + rng.normal(x) * 1e-3, 0.0, 1.0)
+        return random_start(x, self.config.eps, rng)
 
     def _use_cascade(self, model: nn.Module, x: torch.Tensor) -> bool:
         cfg = self.config

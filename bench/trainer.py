@@ -21,7 +21,6 @@ Guarantees
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 import math
 import os
@@ -35,7 +34,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from .errors import TrainingDivergedError, UsageError, check
-from .utils import atomic_torch_save
+from .utils import atomic_torch_save, derive_seed
 
 CHECKPOINT_NAME = "checkpoint.pt"
 
@@ -80,12 +79,6 @@ def resolve_device(name: str = "auto") -> torch.device:
         return torch.device(name)
     except RuntimeError as exc:
         raise UsageError(f"--device {name!r} is not a device; use auto, cpu or cuda") from exc
-
-
-def derive_seed(*parts: int) -> int:
-    """A stable 63-bit seed from integers (no Python hash randomization)."""
-    h = hashlib.sha256(",".join(str(int(p)) for p in parts).encode()).digest()
-    return int.from_bytes(h[:8], "little") & ((1 << 63) - 1)
 
 
 class _Indexed(Dataset):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -37,3 +38,9 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 
 def atomic_torch_save(obj: Any, path: str | Path) -> Path:
     return atomic_write(path, lambda fh: torch.save(obj, fh))
+
+
+def derive_seed(*parts: int) -> int:
+    """A stable 63-bit seed from integers (no Python hash randomization)."""
+    h = hashlib.sha256(",".join(str(int(p)) for p in parts).encode()).digest()
+    return int.from_bytes(h[:8], "little") & ((1 << 63) - 1)

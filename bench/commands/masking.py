@@ -1,5 +1,5 @@
 """`neokd-bench masking CHECKPOINT`: gradient-masking checks on a trained checkpoint (see
-:mod:`neokd_bench.attacks.masking`). Prints a table of the checks; exits 1 if any check fails."""
+:mod:`neokd_bench.evaluation.masking`). Prints a table of the checks; exits 1 if any check fails."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def run_masking(args: argparse.Namespace) -> int:
     import torch
 
     from ..attacks.base import Objective
-    from ..attacks.masking import run_masking_checks
+    from ..evaluation.masking import run_masking_checks
     from ..presets import threat
     from ..trainer import load_checkpoint, model_from_checkpoint, resolve_device
 

@@ -14,7 +14,7 @@ import torch
 from neokd_bench.cli import main
 from neokd_bench.defenses.variants import VARIANTS, Variant
 from neokd_bench.registry import DEFENSES
-from neokd_bench.results import validate_result
+from neokd_bench.results import ResultValidationError, validate_result
 
 ROOT = Path(__file__).resolve().parents[2]
 NAMES = [v.name for v in VARIANTS]
@@ -107,5 +107,5 @@ def test_a_variant_runs_from_the_cli_and_its_result_says_so(tmp_path, capsys):
     result["defense"] = saved
     validate_result(result)
     result["defense"] = {**saved, "variant": {"overrides": {"beta": 0.0}}}  # the schema requires the base
-    with pytest.raises(Exception, match="base"):
+    with pytest.raises(ResultValidationError, match="base"):
         validate_result(result)

@@ -32,8 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import (DefenseConfig, ce_sum, forward_both, resolve_teacher,
-                   TeacherKDDefense)
+from .base import DefenseConfig, TeacherKDDefense, ce_sum, forward_both, resolve_teacher
 from .kd import kd_kl
 
 _SOURCE = (

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
-
 import neokd_bench as nb
+import pytest
 from neokd_bench.cli import main
 from neokd_bench.config import coerce
 from neokd_bench.errors import UsageError

@@ -8,9 +8,8 @@ import textwrap
 import warnings
 from pathlib import Path
 
-import pytest
-
 import neokd_bench as nb
+import pytest
 from neokd_bench.errors import UsageError
 from neokd_bench.registry import REGISTRIES, PluginWarning, Registry, _pyproject_entry_points
 

@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from neokd_bench.errors import UsageError
 from neokd_bench.registry import ATTACKS as REGISTRY
+
 from .tiny_models import make_batch, make_model, tiny_attack, tiny_config
 
 ATTACKS = nb.list_attacks()

@@ -5,10 +5,9 @@ from __future__ import annotations
 import copy
 import os
 
+import neokd_bench as nb
 import pytest
 import torch
-
-import neokd_bench as nb
 from neokd_bench.errors import UsageError
 from neokd_bench.models.base import MultiExitModel
 

@@ -17,10 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch import nn
-
 from neokd_bench.attacks.base import Attack, AttackConfig, Objective, objective_loss, project
 from neokd_bench.models.base import MultiExitModel
+from torch import nn
 
 GUIDE = Path(__file__).resolve().parents[2] / "submissions" / "README.md"
 _FILE_BLOCK = re.compile(r"```python\n# (?P<path>[\w/]+)\.py\n(?P<code>.*?)```", re.S)

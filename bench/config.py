@@ -5,8 +5,9 @@ A config is a frozen dataclass whose fields carry type hints (``eps: float``, ``
 values of ``--set KEY=VALUE``, or plain strings) and converts each to its field's type with
 :func:`coerce`, read through :func:`typing.get_type_hints`:
 
-* ``float``: an int or a float, or a string such as ``"0.1"`` or ``"8/255"``;
-* ``int``: an int, or a string of digits (a float is refused: ``steps=7.5`` is a mistake, not a 7);
+* ``float``: a real number (int, float, numpy scalar), or a string such as ``"0.1"`` or ``"8/255"``;
+* ``int``: an integer (numpy's too), or a string of digits (a float is refused: ``steps=7.5`` is a
+  mistake, not a 7);
 * ``bool``: a bool, or the strings ``true`` / ``false``;
 * ``str``: a string;
 * ``tuple[T, ...]``: a list or tuple (each item converted), a JSON list ``"[1, 1.5]"``, a comma list
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import numbers
 import types
 import typing
 from fractions import Fraction
@@ -93,13 +95,13 @@ def _convert(tp: Any, value: Any) -> Any:
             return value.strip().lower() == "true"
         raise _NoConversion
     if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
+        if isinstance(value, numbers.Integral) and not isinstance(value, bool):  # numpy integers too
+            return int(value)
         if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
             return int(value.strip())
         raise _NoConversion
     if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if isinstance(value, numbers.Real) and not isinstance(value, bool):
             return float(value)
         if isinstance(value, str):
             return _parse_float(value)
@@ -120,6 +122,8 @@ def _is_instance(value: Any, tp: Any) -> bool:
         return isinstance(value, (tuple, list))
     if tp in (int, float) and isinstance(value, bool):
         return False
+    if tp is int:
+        return isinstance(value, numbers.Integral)
     return isinstance(tp, type) and isinstance(value, tp)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import neokd_bench as nb
+import numpy as np
 import pytest
 from neokd_bench.cli import main
 from neokd_bench.config import coerce
@@ -17,6 +18,8 @@ from neokd_bench.errors import UsageError
     (float, "8/255", 8 / 255),
     (float, 3, 3.0),
     (int, "7", 7),
+    (int, np.int64(7), 7),
+    (float, np.float32(0.5), 0.5),
     (bool, "false", False),
     (bool, True, True),
     (str, "eval", "eval"),

@@ -41,11 +41,11 @@ class ExitsOnlyMLP(MultiExitModel):
         self.heads = nn.ModuleList([nn.Linear(width, num_classes) for _ in range(3)])
 
     def forward_exits(self, x: torch.Tensor, upto: int) -> list[torch.Tensor]:
-        outs = []
-        for k in range(upto + 1):
-            x = self.blocks[k](x)
-            outs.append(self.heads[k](x))
-        return outs
+        feats = []
+        for block in self.blocks[: upto + 1]:  # no block deeper than exit `upto` runs
+            x = block(x)
+            feats.append(x)
+        return [head(h) for head, h in zip(self.heads, feats)]
 
 
 def exits_only_mlp(**kw) -> ExitsOnlyMLP:

@@ -398,6 +398,7 @@ class APGDCE(_LibraryAttack):
     (Croce & Hein 2020; NEO-KD App. H.2.1). Built on pyautoattack's ``APGDAttack``."""
 
     name = "apgd-ce"
+    presets = {"paper": {}, "tiny": {"steps": 3}}
     Config = APGDCEConfig
     config: APGDCEConfig
 
@@ -434,6 +435,7 @@ class APGDT(_LibraryAttack):
     pyautoattack's ``APGDAttack_targeted``. Needs at least 4 classes (the DLR-T loss does)."""
 
     name = "apgd-t"
+    presets = {"paper": {}, "tiny": {"steps": 2, "n_target_classes": 2}}
     Config = APGDTConfig
     config: APGDTConfig
 
@@ -491,6 +493,7 @@ class FAB(_LibraryAttack):
     Built on pyautoattack's ``FABAttack_PT``."""
 
     name = "fab"
+    presets = {"paper": {}, "tiny": {"steps": 2, "n_target_classes": 2}}
     Config = FABConfig
     config: FABConfig
 
@@ -540,6 +543,7 @@ class Square(_LibraryAttack):
     is fooled (Andriushchenko et al. 2020; NEO-KD App. H.2.3). Built on pyautoattack's ``SquareAttack``."""
 
     name = "square"
+    presets = {"paper": {}, "tiny": {"n_queries": 10}}
     Config = SquareConfig
     config: SquareConfig
 
@@ -593,6 +597,7 @@ class MultiExitAutoAttack(_LibraryAttack):
     exits and counts a sample as adversarial only when every exit is fooled."""
 
     name = "autoattack"
+    presets = {"paper": {}, "tiny": {"steps": 2, "n_queries": 10, "n_target_classes": 2}}
     Config = MultiExitAutoAttackConfig
     config: MultiExitAutoAttackConfig
 
@@ -664,6 +669,7 @@ class StandardAutoAttack(Attack):
     Eq. 2. Source: Croce & Hein, ICML 2020."""
 
     name = "autoattack-standard"
+    presets = {"paper": {}, "tiny": {"steps": 2, "n_queries": 10}}
     Config = StandardAutoAttackConfig
     config: StandardAutoAttackConfig
 

@@ -50,9 +50,10 @@ and called as ``attack(model, x, y) -> x_adv``. The base owns everything that is
 * validation: a bad config value or an exit index out of range raises
   :class:`~neokd_bench.errors.UsageError` with a one-line message saying what to type instead.
 
-A subclass sets ``name`` and ``Config`` and implements :meth:`Attack.run` (one attack for one single-exit
-or ``average`` objective; it draws its random numbers from the :class:`AttackRNG` it is given). It may
-override :meth:`Attack._candidates` to run the per-exit single attacks of max-average together (PGD does).
+A subclass sets ``name``, ``Config`` and ``presets`` (tags such as ``tiny``) and implements
+:meth:`Attack.run` (one attack for one single-exit or ``average`` objective; it draws its random numbers from
+the :class:`AttackRNG` it is given). It may override :meth:`Attack._candidates` to run the per-exit single
+attacks of max-average together (PGD does).
 
 Assumption (not in the paper): with ``mode="train"`` the attack's forward passes are ordinary
 training-mode passes, so BatchNorm running statistics are updated by them, as in Triple-Wins' code.
@@ -74,6 +75,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..config import coerce_config
 from ..errors import UsageError
 from ..utils import derive_seed
 
@@ -473,16 +475,14 @@ class Attack:
 
     name: ClassVar[str] = "attack"
     Config: ClassVar[type[AttackConfig]] = AttackConfig
+    # Named presets, built as ``name.tag`` (``pgd.tiny``): config overrides on top of the defaults, which are
+    # the paper's. ``tiny`` is the budget the contract tests run (a plugin declares its own; without one they
+    # run the defaults).
+    presets: ClassVar[dict[str, dict[str, Any]]] = {"paper": {}}
     loss_fn: ClassVar[LossFn] = staticmethod(cross_entropy)  # type: ignore[assignment]
 
     def __init__(self, **config: Any) -> None:
-        names = {f.name for f in fields(self.Config)}
-        unknown = sorted(set(config) - names)
-        if unknown:
-            raise UsageError(
-                f"attack {self.name!r} has no option {', '.join(unknown)}; its options are {', '.join(sorted(names))}"
-            )
-        self.config = self.Config(**config)
+        self.config = self.Config(**coerce_config(self.Config, f"attack {self.name!r}", config))
         self.objective = Objective.parse(self.config.objective)
 
     # -- public -------------------------------------------------------------------------------

@@ -87,6 +87,7 @@ class CW(Attack):
     (NEO-KD App. H.1)."""
 
     name = "cw"
+    presets = {"paper": {}, "tiny": {"steps": 3, "step_size": 0.02}}
     Config = CWConfig
     config: CWConfig
 

@@ -99,6 +99,7 @@ class PGD(Attack):
     """
 
     name = "pgd"
+    presets = {"paper": {}, "tiny": {"steps": 3, "step_size": 0.02}}
     Config = PGDConfig
     config: PGDConfig
 

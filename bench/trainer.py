@@ -33,6 +33,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from .defenses.base import check_parts
 from .errors import TrainingDivergedError, UsageError, check
 from .utils import atomic_torch_save, derive_seed
 
@@ -228,6 +229,7 @@ def train(
                 n = x.shape[0]
                 seen += n
                 sums["loss"] = sums.get("loss", 0.0) + float(loss.detach()) * n
+                check_parts(defense, parts)
                 for k, v in parts.items():
                     sums[k] = sums.get(k, 0.0) + float(v) * n
                 prog.advance(task, {k: v / seen for k, v in sums.items()}, seen / (time.perf_counter() - t0))

@@ -12,12 +12,20 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Test-only plugins (a model with only forward_exits, an attack without a tiny preset, the guide's
+# defense) as a distribution with entry points, found by the registries like any installed plugin, so
+# every registry-parametrized contract test runs on them too. Put on sys.path before any registry is read.
+PLUGIN_DIST = Path(__file__).resolve().parent / "plugin_dist"
+if str(PLUGIN_DIST) not in sys.path:
+    sys.path.insert(0, str(PLUGIN_DIST))
 
 #: Threads used by the session fixtures that train: fixed, so a fixture trains the same model whichever test
 #: first asked for it (a reduction over 1 thread and over 2 threads rounds differently).

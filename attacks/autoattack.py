@@ -14,7 +14,13 @@ How pyautoattack is reused (its classes are subclassed; no algorithm code is cop
 * ``attack_single_run`` (the algorithm of each attack) is pyautoattack's. Its ``perturb`` (the outer loop
   over restarts and target classes on the still-robust samples) is not used: :class:`_LibraryAttack` runs
   that loop itself, so that "robust" means "at least one attacked exit still classifies correctly", and a
-  result is kept only if it fools every attacked exit and lies in the eps-ball;
+  result is kept only if it fools every attacked exit and lies in the eps-ball. The samples that no attempt
+  fools get the best iterate of the attempts (``not_fooled="best"``, the default: :class:`BestIterate`) or
+  the clean ``x`` (``not_fooled="clean"``, App. H's rule);
+* APGD-T and FAB-T target the ``n_target_classes`` most likely *wrong* classes of the mean logits over the
+  attacked exits (:meth:`ExitSet.wrong_classes`). Upstream takes ranks 2.. of the sorted logits because it
+  attacks only correctly classified points, whose rank 1 is ``y``; here a sample is attacked while any exit
+  is right, so the top class of the mean logits may be wrong, and ranks 2.. would target ``y`` itself;
 * APGD / APGD-T call ``self.model(x)`` and test success with ``argmax == y`` inline. The model they see
   returns *decision scores* (:func:`decision_scores`: mean logits whose entry ``y`` is lifted to the top
   when some exit is still correct, and dropped to the bottom otherwise), so the inline test is the

@@ -40,8 +40,8 @@ from torch import nn
 from .base import (
     AMP_DTYPES,
     Attack,
-    AttackRNG,
     AttackConfig,
+    AttackRNG,
     Objective,
     _fail,
     autocast,
@@ -53,7 +53,6 @@ from .base import (
     project,
     random_start,
 )
-
 
 CASCADE = ("auto", "on", "off")
 STARTS = ("uniform", "trades")
@@ -95,7 +94,9 @@ class PGD(Attack):
     """L-inf PGD with random start; objective ``exit:k``, ``average`` (Eq. 3) or ``max-average`` (Eq. 2).
 
     Source: Madry et al. 2018; the multi-exit objectives follow Hu et al. 2020 (Triple-Wins) as used by
-    NEO-KD (Sec. 3.1). Assumes the model contract of :mod:`neokd_bench.models.base`.
+    NEO-KD (Sec. 3.1). Assumes the model contract of :mod:`neokd_bench.models.base`. Samples it does not
+    fool at every attacked exit keep its last iterate (``not_fooled="best"``) or go back to the clean ``x``
+    (``not_fooled="clean"``, App. H's rule).
     """
 
     name = "pgd"

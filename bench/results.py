@@ -356,9 +356,14 @@ def load_result(path: str | os.PathLike) -> dict:
     if not path.is_file():
         raise UsageError(f"result file {path} not found; pass the path of a result JSON written by `neokd-bench eval`")
     try:
-        obj = json.loads(path.read_text())
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ResultValidationError(f"{path}: a binary file, not a result JSON (a checkpoint.pt? evaluate it with "
+                                    f"`neokd-bench eval` and pass the JSON it writes)") from exc
     except json.JSONDecodeError as exc:
         raise ResultValidationError(f"{path}: not JSON ({exc.msg} at line {exc.lineno})") from exc
+    except OSError as exc:
+        raise UsageError(f"result file {path} cannot be read ({exc.strerror})") from exc
     try:
         validate_result(obj)
     except ResultValidationError as exc:

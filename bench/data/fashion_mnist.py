@@ -79,7 +79,7 @@ def fashion_mnist(root: str | os.PathLike | None = None, source: str = "auto", v
     ``augment`` is accepted for the contract and ignored: no augmentation for MNIST-like data.
     """
     check_no_extra(NAME, kw)
-    check_source(source, ("auto", "folder", "system", "bundled"))
+    check_source(source, ("auto", "folder", "system", "bundled"), NAME)
     full_val = DEFAULT_VAL_SIZE if val_size is None else val_size
     user = user_root(root)
     if source == "bundled":

@@ -47,18 +47,29 @@ def cifar_train_transform(size: int = 32, padding: int = 4) -> transforms.Compos
     return transforms.Compose([transforms.RandomCrop(size, padding=padding), transforms.RandomHorizontalFlip()])
 
 
-# The only globals a real CIFAR batch (pickle protocol 2, written by numpy) refers to.
+# The only globals a CIFAR batch refers to: numpy's array reconstruction (pickle protocol 2, as the official
+# files; ``_frombuffer`` for protocol 5, as a batch re-saved by Python 3.8+), dtype, ndarray, numpy scalars.
 _ALLOWED_GLOBALS = {
-    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy", "ndarray"), ("numpy", "dtype"),
-    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
-}
+    (mod, name)
+    for mod in ("numpy.core.multiarray", "numpy._core.multiarray")
+    for name in ("_reconstruct", "scalar")
+} | {("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+     ("numpy", "ndarray"), ("numpy", "dtype")}
+
+
+def _latin1_encode(text: str, encoding: str = "utf-8") -> bytes:
+    """``_codecs.encode`` as Python 3 writes bytes into a protocol-2 pickle; latin1 only."""
+    if encoding not in ("latin1", "latin-1") or not isinstance(text, str):
+        raise pickle.UnpicklingError(f"refused _codecs.encode with encoding {encoding!r}")
+    return text.encode("latin1")
 
 
 class RestrictedUnpickler(pickle.Unpickler):
     """Unpickles plain containers and numpy arrays, nothing else: a crafted batch cannot run code."""
 
     def find_class(self, module: str, name: str) -> Any:
+        if (module, name) == ("_codecs", "encode"):  # bytes in a protocol-2 pickle written by Python 3
+            return _latin1_encode
         if (module, name) in _ALLOWED_GLOBALS:
             return super().find_class(module, name)
         raise pickle.UnpicklingError(f"refused global {module}.{name} (a CIFAR batch holds only numpy arrays)")

@@ -55,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.strict:
         os.environ["NEOKD_STRICT_PLUGINS"] = "1"
     if not getattr(args, "func", None):
-        parser.print_help()
+        print(f"error: no command given; use one of {', '.join(COMMANDS)}, e.g. `neokd-bench list` "
+              f"(see `neokd-bench --help`)", file=sys.stderr)
         return 2
     warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=FutureWarning)
     try:

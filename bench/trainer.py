@@ -183,6 +183,8 @@ def train(
     rank, world = _dist()
     out_dir = Path(out_dir)
     ckpt_path = out_dir / CHECKPOINT_NAME
+    if resume and not out_dir.is_dir():
+        raise UsageError(f"--resume: no run folder {out_dir}; run without --resume to start fresh")
     if rank == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
 
@@ -213,8 +215,6 @@ def train(
             defense.load_state_dict(state["defense_state"])
         history = list(state["history"])
         start_epoch = int(state["epoch"]) + 1
-    elif resume and not out_dir.is_dir():
-        raise UsageError(f"--resume: no run folder {out_dir}; run without --resume to start fresh")
     # resume without a checkpoint in an existing folder: killed before the first checkpoint; start at epoch 1
 
     if distributed:

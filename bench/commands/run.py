@@ -129,10 +129,11 @@ def run(args: argparse.Namespace) -> int:
 
     from .. import presets
     from ..registry import DATASETS, DEFENSES, MODELS
-    from ..trainer import CHECKPOINT_NAME, TrainConfig, check_resume, load_checkpoint, train
+    from ..trainer import CHECKPOINT_NAME, TrainConfig, check_resume, load_checkpoint, resolve_device, train
     from ..utils import check_output_dir
 
     validate_args(args)
+    resolve_device(args.device)
     DATASETS.get(args.dataset)  # unknown names fail first, with a "did you mean"
     preset = presets.train_preset(args.dataset, args.preset)
     check_eps(args.eps, args.dataset, args.force)
@@ -153,6 +154,7 @@ def run(args: argparse.Namespace) -> int:
     check_output_dir(out, "--out")
     meta = {"model_name": model_name, "dataset": args.dataset, "defense": {"name": defense.describe()["name"]},
             "preset": f"{args.dataset}.{args.preset}"}  # the defense's config is compared once set up
+    check(not args.resume or out.is_dir(), f"--resume: no run folder {out}; run without --resume to start fresh")
     if args.resume and (out / CHECKPOINT_NAME).is_file():  # a mismatch fails before the data loads
         check_resume(load_checkpoint(out / CHECKPOINT_NAME), meta, None, out / CHECKPOINT_NAME)
 

@@ -144,7 +144,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         defense = nb.create_defense(args.defense, **defense_kw)  # bad names fail before any data loads
     except (TypeError, ValueError) as exc:
-        raise UsageError(f"--set: a value has the wrong type for defense {args.defense!r} "
+        given = ", ".join(f"{k}={v!r}" for k, v in parse_sets(args.set).items()) or "(none)"
+        raise UsageError(f"--set {given}: a value has the wrong type for defense {args.defense!r} "
                          f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
                          f"e.g. --set alpha=3 --set gamma=[1,1,1]") from exc
     model_name = args.model or preset.model

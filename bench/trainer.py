@@ -344,5 +344,12 @@ def model_from_checkpoint(state: dict[str, Any], path: str | Path = "the checkpo
     return model.eval()
 
 
-__all__ = ["TrainConfig", "train", "resolve_device", "derive_seed", "load_checkpoint",
-           "model_from_checkpoint", "CHECKPOINT_NAME"]
+__all__ = [
+    "CHECKPOINT_NAME",
+    "TrainConfig",
+    "derive_seed",
+    "load_checkpoint",
+    "model_from_checkpoint",
+    "resolve_device",
+    "train",
+]

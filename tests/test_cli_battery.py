@@ -24,7 +24,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from neokd_bench.cli import main
 
 OK = "ok"  # a documented success: exit 0

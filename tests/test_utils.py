@@ -7,10 +7,8 @@ import stat
 from pathlib import Path
 
 import pytest
-
 from neokd_bench.errors import UsageError
-from neokd_bench.utils import (atomic_write_text, check_output_dir, check_output_file,
-                               remove_stale_temp_files)
+from neokd_bench.utils import atomic_write_text, check_output_dir, check_output_file, remove_stale_temp_files
 
 
 @pytest.fixture

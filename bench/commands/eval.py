@@ -43,7 +43,6 @@ def add_parser(sub: Any) -> None:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    import neokd_bench as nb
 
     from ..evaluation import anytime_table, describe_model, evaluate
     from ..evaluation.options import METRICS, check_attacks, parse_attack_list, parse_ints, parse_metrics

@@ -231,8 +231,8 @@ def _plots(result: dict[str, Any], out: Path) -> None:
 
 def print_anytime(result: dict[str, Any]) -> None:
     """The per-exit table of clean and adversarial accuracy (mean over attack seeds)."""
-    from ..evaluation import anytime_table
-
     from rich.console import Console
+
+    from ..evaluation import anytime_table
 
     Console().print(anytime_table(result))

@@ -86,7 +86,7 @@ def _read_batches(folder: Path, names: list[str], label_key: bytes) -> tuple[np.
     for name in names:
         d = load_batch(folder / name)
         if not isinstance(d, dict):
-            raise ValueError(f"{folder / name} holds a {type(d).__name__}, not a batch dict")
+            raise TypeError(f"{folder / name} holds a {type(d).__name__}, not a batch dict")
         data = np.asarray(d[b"data"], dtype=np.uint8)
         labels = np.asarray(d[label_key], dtype=np.int64)
         if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(data) != len(labels):

@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import zlib
 import os
+import zlib
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
-from collections.abc import Iterable, Sequence
 
 import numpy as np
 import torch

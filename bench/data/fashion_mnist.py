@@ -25,8 +25,16 @@ import torch
 
 from ..errors import UsageError
 from .base import DatasetBundle, TensorImageDataset
-from .common import (check_no_extra, check_source, file_digest, idx_bundle, idx_folder, not_found,
-                     to_tensor_nchw, user_root)
+from .common import (
+    check_no_extra,
+    check_source,
+    file_digest,
+    idx_bundle,
+    idx_folder,
+    not_found,
+    to_tensor_nchw,
+    user_root,
+)
 
 NAME = "fashion-mnist"
 SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")

@@ -22,10 +22,10 @@ mean/std 0.485/0.456/0.406, 0.229/0.224/0.225.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
-from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -33,8 +33,8 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision import transforms
 
-from .base import DatasetBundle, TensorImageDataset
 from ..errors import DataNotFoundError
+from .base import DatasetBundle, TensorImageDataset
 from .common import check_no_extra, check_source, not_found, split_indices, user_root
 
 IMG_EXT = (".jpeg", ".jpg", ".png")

@@ -29,7 +29,7 @@ _EXPORTS = {
     "anytime_table": "table",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = list(_EXPORTS)
 
 
 def __getattr__(name: str) -> Any:

@@ -31,10 +31,14 @@ the procedure can be checked by hand and thresholds provably come from validatio
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch
 
 # numpy only at import time: result readers (compare, plots) use this module without loading torch.
 ArrayLike = "np.ndarray | torch.Tensor | Sequence"

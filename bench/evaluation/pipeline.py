@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -89,11 +90,11 @@ def evaluate(model: torch.nn.Module, bundle: Any, *, dataset_key: str, protocol:
         "protocol": {**_jsonable_protocol(protocol), "metrics": list(metrics), "batch_size": int(batch_size),
                      "val_limit": val_limit, "thresholds_on": thresholds_on, "ensemble": bool(ensemble)},
         "device": str(device),
-        "n_test": int(len(y_test)),
+        "n_test": len(y_test),
         "attacks": {},
     }
     if want_budget:
-        ev["n_val"] = int(len(y_val))
+        ev["n_val"] = len(y_val)
 
     adv_test: dict[str, list[ExitOutcomes]] = {}
     adv_val: dict[str, list[ExitOutcomes]] = {}
@@ -139,7 +140,7 @@ def evaluate(model: torch.nn.Module, bundle: Any, *, dataset_key: str, protocol:
             if adv_test.get(ra.label):
                 adversarial[ra.label] = {**seeded_summary(adv_test[ra.label], ra.seeds),
                                          "wall_s": attack_wall[ra.label]}
-        ev["anytime"] = {"n": int(len(y_test)), "clean": clean_sum, "adversarial": adversarial}
+        ev["anytime"] = {"n": len(y_test), "clean": clean_sum, "adversarial": adversarial}
 
         # budgeted --------------------------------------------------------------------------------
         if want_budget:

@@ -9,7 +9,7 @@ def anytime_table(result: dict[str, Any], title: str | None = None):
     """A rich table of per-exit accuracy (%): clean, and each attack's mean ± std over seeds."""
     from rich.table import Table
 
-    ev = result["evaluation"] if "evaluation" in result else result
+    ev = result.get("evaluation", result)
     any_ = ev["anytime"]
     num_exits = len(any_["clean"]["top1"]["per_exit"])
     name = (result.get("defense") or {}).get("name") if "evaluation" in result else None

@@ -21,7 +21,7 @@ print("rc", rc, "torch" in sys.modules)
 def test_compare_and_plots_do_not_import_torch(tmp_path):
     p = subprocess.run([sys.executable, "-c", PROBE, str(RESULTS / "neokd-s0.json"), str(RESULTS / "adv-s0.json"),
                         str(tmp_path / "cmp.png"), str(tmp_path / "one")],
-                       capture_output=True, text=True, timeout=300)
+                       capture_output=True, text=True, timeout=300, check=False)
     assert p.returncode == 0, p.stderr
     assert p.stdout.strip().splitlines()[-1] == "rc 0 False", p.stdout[-500:]
     assert (tmp_path / "cmp.png").stat().st_size > 0 and (tmp_path / "one" / "result.budgeted.png").exists()

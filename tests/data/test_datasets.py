@@ -12,15 +12,14 @@ import pickle
 import re
 from pathlib import Path
 
+import neokd_bench as nb
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
-import neokd_bench as nb
 from neokd_bench.data import fashion_mnist as fm
 from neokd_bench.data.common import ENV_DATA_ROOT, file_digest, read_idx, sha256_array
 from neokd_bench.errors import DataNotFoundError, UsageError
+from PIL import Image
 
 DATA_DIR = Path(fm.__file__).resolve().parent
 

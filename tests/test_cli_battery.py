@@ -273,7 +273,7 @@ def _build_inputs(d: Path, ckpt: Path) -> dict[str, str]:
 
     for name, extra in (("imagenet_small", False), ("imagenet_nonimage", True)):
         root = d / name
-        for c, w in enumerate(["n01440764", "n01443537"]):
+        for w in ["n01440764", "n01443537"]:
             for j in range(2):
                 p = root / "train" / w / f"{w}_{j}.JPEG"
                 p.parent.mkdir(parents=True, exist_ok=True)

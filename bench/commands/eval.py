@@ -75,8 +75,9 @@ def run_eval(args: argparse.Namespace) -> int:
     t = time.perf_counter()
     bundle = load_checkpoint_data(state, args.data_root, args.val_size, args.checkpoint)
     timings["data_s"] = time.perf_counter() - t
-    check(tuple(model.input_size) == tuple(bundle.input_size) and getattr(model, "num_classes", bundle.num_classes) == bundle.num_classes,
-          f"{args.checkpoint}: the model takes {tuple(model.input_size)} inputs and {getattr(model, 'num_classes', '?')} classes, "
+    n_cls = getattr(model, "num_classes", bundle.num_classes)
+    check(tuple(model.input_size) == tuple(bundle.input_size) and n_cls == bundle.num_classes,
+          f"{args.checkpoint}: the model takes {tuple(model.input_size)} inputs and {n_cls} classes, "
           f"but the data gives {tuple(bundle.input_size)} and {bundle.num_classes}; check --data-root")
 
     proto = EvalProtocol()

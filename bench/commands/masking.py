@@ -94,7 +94,8 @@ def _print(report: dict[str, Any], name: str) -> None:
     table.add_column("numbers")
     ok = "[green]pass[/green]"
     bad = "[red]FAIL[/red]"
-    sweep = "; ".join(f"eps {e:.3g}: {_pct(a)}" for e, a in zip(c["eps_monotone"]["eps"], c["eps_monotone"]["accuracy"]))
+    sweep = "; ".join(f"eps {e:.3g}: {_pct(a)}"
+                      for e, a in zip(c["eps_monotone"]["eps"], c["eps_monotone"]["accuracy"]))
     rows = [
         ("accuracy does not rise with eps", c["eps_monotone"], sweep),
         ("accuracy ~0 at large eps", c["large_eps"],

@@ -64,7 +64,8 @@ def check_no_extra(dataset: str, kw: dict[str, Any]) -> None:
         )
 
 
-def not_found(dataset: str, tried: Path | str | None, layout: str, how: str, why: str = "not found") -> DataNotFoundError:
+def not_found(dataset: str, tried: Path | str | None, layout: str, how: str,
+              why: str = "not found") -> DataNotFoundError:
     """The one-line error: dataset, path tried, layout expected, how to get it."""
     where = f" at {tried}" if tried is not None else ""
     return DataNotFoundError(f"{dataset}: {why}{where}; expected layout {layout}; {how}")

@@ -2,9 +2,10 @@
 
 An attack is a dict ``{"name": "pgd", "objective": "average", ...}`` of registry name and config fields;
 optional ``"label"`` (default ``name:objective``) and ``"seeds"`` (default ``protocol.attack_seeds``). Every
-attack gets the dataset's ``eps`` (:func:`neokd_bench.presets.attack_settings`) unless it gives its own; PGD
-also gets the preset ``step_size``, ``random_start=True`` and ``steps=protocol.steps``; other attacks keep
-their own defaults for everything else. Attacks run with the model in eval mode (``mode="eval"``).
+attack gets the dataset's ``eps`` (:func:`neokd_bench.presets.attack_settings`) unless it gives its own, and
+every attack with a ``step_size`` (PGD, CW) the dataset's PGD step size; PGD also gets ``random_start=True``
+and ``steps=protocol.steps``; other attacks keep their own defaults for everything else. Attacks run with the
+model in eval mode (``mode="eval"``), which is recorded with each attack's resolved config.
 """
 
 from __future__ import annotations
@@ -69,10 +70,10 @@ def resolve_attacks(specs: Sequence[dict[str, Any]], *, dataset_key: str, protoc
         if "seed" in spec:
             raise UsageError(f"attack {name!r}: give seeds as 'seeds' (a list), not 'seed'")
         accepted = _accepted_fields(ATTACKS.get(name))
-        defaults: dict[str, Any] = {"eps": settings["eps"], "mode": "eval"}
+        # Any attack with a step size (PGD, CW) takes the dataset's PGD step size (presets.THREAT).
+        defaults: dict[str, Any] = {"eps": settings["eps"], "step_size": settings["step_size"], "mode": "eval"}
         if name == "pgd":
-            defaults.update(step_size=settings["step_size"], steps=int(protocol.steps),
-                            random_start=bool(settings["random_start"]))
+            defaults.update(steps=int(protocol.steps), random_start=bool(settings["random_start"]))
         kwargs = {k: v for k, v in defaults.items() if accepted is None or k in accepted}
         kwargs.update(spec)
         if label is None:

@@ -7,8 +7,6 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
-import torch
-
 
 def atomic_write(path: str | Path, write: Callable[[Any], None], mode: str = "wb") -> Path:
     """Write through a temporary file in the same folder, fsync, then ``os.replace``: a crash never
@@ -36,4 +34,6 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> Path:
+    import torch  # here, not at import: the result and leaderboard layers use this module without torch
+
     return atomic_write(path, lambda fh: torch.save(obj, fh))

@@ -26,6 +26,8 @@ from .validate import check_file
 BASELINE = "adv"
 OURS = "neokd"
 NOT_RESULTS = ("summary.json",)
+#: Entry fields shown on the site's entry pages but left out of ``summary.json`` (the result files hold them).
+DETAIL_KEYS = ("config", "assumptions", "training_config", "attacks", "provenance", "class", "page")
 
 
 def result_files(folders: Iterable[str | Path]) -> list[Path]:
@@ -213,7 +215,7 @@ def summarize(entries: list[dict], target: float | None = None) -> dict:
     for (ds, preset), es in sorted(groups.items()):
         labels = sorted({m for e in es for m in e["accuracy"] if m != "clean"})
         budget[f"{ds}/{preset}"] = {lab: budgets(es, lab, target) for lab in labels}
-    public = [{k: v for k, v in e.items() if not k.startswith("_")} for e in entries]
+    public = [{k: v for k, v in e.items() if not k.startswith("_") and k not in DETAIL_KEYS} for e in entries]
     return {
         "entries": public,
         "tables": [{"dataset": t["dataset"], "preset": t["preset"], "attack": t["attack"],

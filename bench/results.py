@@ -262,10 +262,11 @@ def validate_result(obj: Any) -> None:
     if "schema_version" not in obj:
         raise ResultValidationError("result field schema_version: required field is missing")
     version = obj["schema_version"]
-    if version not in SUPPORTED_SCHEMA_VERSIONS:
+    supported = supported_schema_versions()
+    if version not in supported:
         raise ResultValidationError(
             f"result field schema_version: unknown schema version {version!r}; this neokd-bench reads "
-            f"{', '.join(repr(v) for v in SUPPORTED_SCHEMA_VERSIONS)} (upgrade neokd-bench or re-run the evaluation)"
+            f"{', '.join(repr(v) for v in supported)} (upgrade neokd-bench or re-run the evaluation)"
         )
     _check_plain_json(obj, [])
     from jsonschema.exceptions import best_match

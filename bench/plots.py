@@ -16,17 +16,18 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from .errors import UsageError  # noqa: E402
-from .leaderboard.budget import pareto_envelope  # noqa: E402
-from .results import atomic_write  # noqa: E402
+from .errors import UsageError
+from .leaderboard.budget import pareto_envelope
+from .results import atomic_write
 
 FORMATS = ("png", "svg")
 #: No clock and no random ids in the files: the same result gives the same bytes (the leaderboard relies on it).

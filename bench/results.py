@@ -28,9 +28,10 @@ import math
 import os
 import platform
 import subprocess
-from functools import lru_cache
+from collections.abc import Iterator
+from functools import cache
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from .errors import UsageError
 from .utils import atomic_write as _atomic_write
@@ -71,13 +72,13 @@ def schema_path(version: str = SCHEMA_VERSION) -> Path:
     )
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_schema(version: str = SCHEMA_VERSION) -> dict[str, Any]:
     """The parsed JSON Schema of ``version``."""
     return json.loads(schema_path(version).read_text())
 
 
-@lru_cache(maxsize=None)
+@cache
 def _validator(version: str):
     from jsonschema import Draft202012Validator
 

@@ -6,7 +6,7 @@ They are shown beside the measured numbers of the same (dataset, defense) and ne
 from __future__ import annotations
 
 import json
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 from neokd_bench.errors import UsageError
@@ -19,7 +19,7 @@ SCHEMA_NAME = "reported.schema.json"
 AVG_TOL = 0.03
 
 
-@lru_cache(maxsize=None)
+@cache
 def _validator():
     from jsonschema import Draft202012Validator
 

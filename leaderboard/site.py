@@ -18,8 +18,9 @@ from __future__ import annotations
 import hashlib
 import re
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from .aggregate import BASELINE, diff_text, dumps, load_results, make_entries, markdown, summarize, tables
 from .budget import format_savings

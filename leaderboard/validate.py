@@ -62,8 +62,8 @@ def consistency_problems(doc: dict[str, Any]) -> list[str]:
 def _rising(values: list, field: str) -> list[str]:
     for k in range(1, len(values)):
         if not values[k] > values[k - 1]:
-            return [f"result field {field}[{k}]: {values[k]} is not above exit {k}'s {values[k - 1]} "
-                    "(costs must rise from exit to exit)"]
+            return [(f"result field {field}[{k}]: {values[k]} is not above exit {k}'s {values[k - 1]} "
+                     "(costs must rise from exit to exit)")]
     return []
 
 
@@ -77,8 +77,8 @@ def check_file(path: str | Path) -> tuple[dict | None, list[str]]:
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
-        return None, [f"{path}: (top level): not JSON, truncated or corrupt ({exc.msg} at line {exc.lineno}, "
-                      f"column {exc.colno})"]
+        return None, [(f"{path}: (top level): not JSON, truncated or corrupt ({exc.msg} at line {exc.lineno}, "
+                       f"column {exc.colno})")]
     try:
         validate_result(doc)
     except ResultValidationError as exc:

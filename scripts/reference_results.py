@@ -51,7 +51,7 @@ def main() -> int:
                    "--preset", args.preset, "--seed", str(s), "--out", str(run_dir), "--quiet"]
             if (run_dir / "checkpoint.pt").exists():
                 cmd.append("--resume")
-            proc = subprocess.run(cmd)
+            proc = subprocess.run(cmd, check=False)
             if proc.returncode != 0:  # e.g. diverged (exit 3): reported, never hidden
                 print(f"{d} seed {s}: FAILED with exit code {proc.returncode}", flush=True)
                 continue

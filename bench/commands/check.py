@@ -79,9 +79,8 @@ def _sha256(path: Path) -> str:
 
 def measure_attacks(gate: dict, folder: Path, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Attack the gate's checkpoint as the gate says; per-exit adversarial accuracy per attack label."""
-    import torch
-
     import neokd_bench as nb
+    import torch
 
     from ..evaluation import evaluate
     from ..presets import EvalProtocol

@@ -31,8 +31,8 @@ the procedure can be checked by hand and thresholds provably come from validatio
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch

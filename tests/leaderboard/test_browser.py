@@ -14,7 +14,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from neokd_bench.leaderboard.site import build
 
 from .conftest import reference_files, write_json
@@ -36,7 +35,7 @@ def _install() -> str:
         return "not root, so apt-get cannot install chromium (run: sudo apt-get install chromium chromium-driver)"
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     for cmd in (["apt-get", "update"], ["apt-get", "install", "-y", "chromium", "chromium-driver"]):
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900, check=False)
         if proc.returncode != 0:
             return f"`{' '.join(cmd)}` failed: {proc.stderr.strip().splitlines()[-1:] or proc.returncode}"
     return ""
@@ -69,7 +68,7 @@ def _no_alert(d) -> bool:
     from selenium.common.exceptions import NoAlertPresentException
 
     try:
-        d.switch_to.alert
+        _ = d.switch_to.alert
     except NoAlertPresentException:
         return True
     return False

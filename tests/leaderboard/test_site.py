@@ -33,7 +33,7 @@ sys.exit(rc)
 
 def test_building_the_board_imports_no_torch(tmp_path):
     proc = subprocess.run([sys.executable, "-c", NO_TORCH, str(REFERENCE), str(tmp_path / "site")],
-                          capture_output=True, text=True, cwd=ROOT, timeout=300)
+                          capture_output=True, text=True, cwd=ROOT, timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (tmp_path / "site" / "index.html").is_file()
 

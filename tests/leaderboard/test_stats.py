@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 
 import pytest
-
 from neokd_bench.leaderboard.aggregate import diff_text, load_results, make_entries, markdown, summarize
 from neokd_bench.leaderboard.stats import mean_std, verdict, welch_diff
 
@@ -40,7 +39,7 @@ def test_interval_straddling_zero_is_a_tie_and_too_few_seeds_is_never_significan
 def _with_adv(doc: dict, name: str, seed: int, shift: float) -> dict:
     d = dict(doc, defense={**doc["defense"], "name": name}, seeds={**doc["seeds"], "train": seed})
     d = __import__("copy").deepcopy(d)
-    for label, e in d["evaluation"]["anytime"]["adversarial"].items():
+    for e in d["evaluation"]["anytime"]["adversarial"].values():
         top1 = e["top1"]
         top1["mean"] = [min(1.0, v + shift) for v in top1["mean"]]
         top1["per_seed"] = [top1["mean"]]
@@ -58,7 +57,7 @@ def test_a_non_significant_lead_is_printed_as_a_tie_on_the_board_and_in_the_summ
     table = summary["tables"][0]
     assert [r["defense"] for r in table["ranking"]] == ["leader", "adv"]
     assert table["ranking"][1]["rank"] == 1 and table["ranking"][1]["tied_with_above"]
-    avg = [c for c in table["comparisons"] if c["exit"] == "avg" and c["defense"] == "leader"][0]
+    avg = next(c for c in table["comparisons"] if c["exit"] == "avg" and c["defense"] == "leader")
     assert avg["diff"] > 0 and avg["ci"][0] < 0 < avg["ci"][1] and avg["verdict"] == "tie"
     md = markdown(summary, "t")
     assert "1 (tie)" in md and " win |" not in md.split("avg | leader | adv |")[1].splitlines()[0]

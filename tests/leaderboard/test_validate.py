@@ -7,7 +7,6 @@ import json
 import shutil
 
 import pytest
-
 from neokd_bench import results as results_mod
 from neokd_bench.cli import main
 

@@ -13,9 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor, nn
-
 from neokd_bench.defenses.base import Defense, DefenseConfig, ce_sum, forward_both
+from torch import Tensor, nn
 
 
 @dataclass(frozen=True)
@@ -30,8 +29,8 @@ class ALP(Defense):
     Config = ALPConfig
     source = "Kannan et al., Adversarial Logit Pairing, arXiv:1803.06373 (2018); multi-exit adaptation"
     assumptions = (
-        "The pairing term is the squared L2 distance between clean and adversarial logits divided by the "
-        "number of classes, batch mean, applied at every exit and summed over exits.",
+        ("The pairing term is the squared L2 distance between clean and adversarial logits divided by the "
+         "number of classes, batch mean, applied at every exit and summed over exits."),
         "The clean logits in the pairing term are not detached (both sides are pulled together).",
     )
 

@@ -53,11 +53,11 @@ def defense_rows(fresh: dict, reference_entry: dict) -> list[dict]:
 
 
 def attack_rows(reference: dict, measured: dict) -> list[dict]:
-    """``reference``/``measured``: attack label -> per-exit adversarial accuracy; ``reference["n"]`` samples."""
+    """``reference``, ``measured``: ``{"n", "adversarial": {label: per-exit accuracy}}`` (n test samples)."""
     tol = ATTACK_TOL_SAMPLES / reference["n"]
     rows = []
     for label, ref in reference["adversarial"].items():
-        for k, (r, m) in enumerate(zip(ref, measured[label])):
+        for k, (r, m) in enumerate(zip(ref, measured["adversarial"][label])):
             rows.append({"what": label, "exit": k + 1, "reference": r, "now": m, "delta": m - r, "tolerance": tol,
                          "verdict": "ATTACK WEAKER" if m - r > tol else "ok"})
     return rows

@@ -40,7 +40,7 @@ def result_files(folders: Iterable[str | Path]) -> list[Path]:
             files.append(folder)
             continue
         if not folder.is_dir():
-            raise UsageError(f"results folder {folder} not found; pass --results DIR with result JSON files")
+            raise UsageError(f"no result file or folder at {folder}; pass result JSON files or folders of them")
         files += [p for p in sorted(folder.rglob("*.json")) if p.name not in NOT_RESULTS]
     return files
 

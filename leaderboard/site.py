@@ -22,7 +22,17 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from .aggregate import BASELINE, diff_text, dumps, load_results, make_entries, markdown, summarize, tables
+from .aggregate import (
+    BASELINE,
+    budgets,
+    diff_text,
+    dumps,
+    load_results,
+    make_entries,
+    markdown,
+    summarize,
+    tables,
+)
 from .budget import format_savings
 from .reported import REPORTED_DIR, load_reported
 
@@ -106,8 +116,6 @@ def _dataset_pages(entries: list[dict], reported: list[dict], tabs: list[dict], 
                                   labels=[e["defense"] for e in have], formats=("svg",))
                     block["curves"].append({"attack": label, "svg": f"{name}.svg",
                                             "seeds": [e["seeds"][0] for e in have]})
-                from .aggregate import budgets
-
                 b = budgets(pes, label)
                 if b:
                     ref = b["mflops_to_reach"].get(BASELINE, {}).get("mean")

@@ -91,7 +91,8 @@ def _versus(budget: float, reference: float, name: str) -> str:
     """The paper's "a vs b MFLOPs, z% saved"; a defense that needs more than ``adv`` is said so plainly."""
     if budget <= reference:
         return format_savings(budget, reference, name, BASELINE)
-    return f"{name}: {budget:.2f} vs {BASELINE}: {reference:.2f} MFLOPs, {budget / reference:.2f}x the budget of {BASELINE}"
+    return (f"{name}: {budget:.2f} vs {BASELINE}: {reference:.2f} MFLOPs, "
+            f"{budget / reference:.2f}x the budget of {BASELINE}")
 
 
 def _dataset_pages(entries: list[dict], reported: list[dict], tabs: list[dict], out: Path) -> list[dict]:

@@ -115,7 +115,8 @@ def test_screenshots_of_the_index_and_a_dataset_page(driver, tmp_path):
     build([reference_files()[0].parent], tmp_path / "site")
     out = Path(os.environ.get("NEOKD_SCREENSHOTS") or tmp_path / "shots")
     out.mkdir(parents=True, exist_ok=True)
-    for name, page in (("index", "index.html"), ("dataset", next((tmp_path / "site").glob("fashion-mnist-*.html")).name)):
+    dataset_page = next((tmp_path / "site").glob("fashion-mnist-*.html")).name
+    for name, page in (("index", "index.html"), ("dataset", dataset_page)):
         driver.set_window_size(1400, 1000)
         driver.get((tmp_path / "site" / page).as_uri())
         height = driver.execute_script("return document.body.scrollHeight")

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from neokd_bench.attacks.autoattack import ExitSet, any_correct, decision_scores, multi_exit_label
 from neokd_bench.attacks.base import Objective
 from neokd_bench.attacks.cw import cw_margin
+
 from .tiny_models import make_batch, make_model, tiny_attack
 
 H_ATTACKS = ["cw", "apgd-ce", "apgd-t", "fab", "square", "autoattack"]

@@ -8,6 +8,7 @@ import pytest
 import torch
 from neokd_bench.attacks.base import any_correct
 from neokd_bench.errors import UsageError
+
 from .tiny_models import make_batch, make_model, tiny_attack
 
 RULED = ["pgd", "cw", "apgd-ce", "apgd-t", "fab", "square", "autoattack"]

@@ -7,6 +7,7 @@ import neokd_bench as nb
 import pytest
 import torch
 from neokd_bench.errors import UsageError
+
 from .tiny_models import make_batch, make_model, tiny_attack
 
 

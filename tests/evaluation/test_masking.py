@@ -7,8 +7,9 @@ import json
 
 import pytest
 import torch
-from neokd_bench.evaluation.masking import run_masking_checks, zero_gradient_fraction
 from neokd_bench.cli import main
+from neokd_bench.evaluation.masking import run_masking_checks, zero_gradient_fraction
+
 from ..attacks.conftest import _one_thread  # noqa: F401  (autouse: one intra-op thread for the tiny models)
 from ..attacks.tiny_models import TinyExits, make_batch, make_model
 

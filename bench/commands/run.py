@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError, check
-from ..evaluation.options import parse_ints, parse_metrics
 
 
 def add_parser(sub: Any) -> None:
@@ -95,6 +94,7 @@ def check_eps(eps: float | None, dataset: str, force: bool, flag: str = "--eps")
 
 def validate_args(args: argparse.Namespace) -> None:
     """Every option checked before any data is loaded or any training runs, evaluation options included."""
+    from ..evaluation.options import parse_ints, parse_metrics  # here: the CLI's import stays torch-free
     for flag, val in (("--epochs", args.epochs), ("--batch-size", args.batch_size),
                       ("--train-limit", args.train_limit), ("--test-limit", args.test_limit),
                       ("--eval-steps", args.eval_steps), ("--val-size", args.val_size)):
@@ -126,6 +126,8 @@ def run(args: argparse.Namespace) -> int:
     import dataclasses
 
     import neokd_bench as nb
+
+    from ..evaluation.options import parse_ints, parse_metrics
 
     from .. import presets
     from ..registry import DATASETS, DEFENSES, MODELS

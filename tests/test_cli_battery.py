@@ -85,9 +85,9 @@ def _cases() -> list[tuple[str, str, list[str], str]]:
                           "--quiet", "--set", v], v.split("=")[0])
     for argv, expect in [
         (["run", "--defense", "neokdd", "--dataset", "fashion-mnist"], "did you mean --defense neokd"),
-        (["run", "--defense", "", "--dataset", "fashion-mnist"], "unknown defense"),
+        (["run", "--defense", "", "--dataset", "fashion-mnist"], "defense name '' is not valid"),
         (["run", "--defense", "adv", "--dataset", "fashion-mnst"], "unknown dataset"),
-        (["run", "--defense", "adv", "--dataset", "fashion-mnist./../x"], "no preset"),
+        (["run", "--defense", "adv", "--dataset", "fashion-mnist./../x"], "dataset name 'fashion-mnist./../x' is not valid"),
         (["run", "--defense", "adv", "--dataset", "fashion-mnist", "--preset", "huge"], "no preset 'huge'"),
         (["run", "--defense", "adv", "--dataset", "fashion-mnist", "--preset", "../../x"], "no preset"),
         (RUN + ["--model", "msdnet_cifar1000"], "unknown model"),

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 import neokd_bench as nb
 from neokd_bench.trainer import TrainConfig, train
 
 
+@pytest.mark.slow
 def test_clean_smallcnn_two_epochs_reaches_75_percent(fmnist, tmp_path):
     torch.manual_seed(0)  # initial weights
     model = nb.create_model("smallcnn", mean=list(fmnist.mean), std=list(fmnist.std))

@@ -22,7 +22,12 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--attacks", "--attack", dest="attacks",
                    help="comma-separated NAME[:OBJECTIVE], e.g. pgd:max-average,pgd:average,cw,autoattack "
                         "(default: PGD with the protocol's objectives)")
-    p.add_argument("--metrics", help="comma-separated subset of anytime,budgeted,transfer (default: all)")
+    p.add_argument("--metrics", help="comma-separated subset of anytime,budgeted,transfer,efficiency,calibration,"
+                                     "latency (default: anytime,budgeted,transfer)")
+    p.add_argument("--policy", help="exit policy of budgeted prediction: max-softmax (default), entropy or patience")
+    p.add_argument("--budget-index", type=int, help="efficiency: the allocation (0-based) of the budgeted family "
+                                                    "to measure at (default: the one closest to an equal share)")
+    p.add_argument("--policy-budgets", type=int, help="efficiency: budgets at which policy-pgd runs (default 5)")
     p.add_argument("--seeds", help="comma-separated attack seeds (default 0,1,2)")
     p.add_argument("--steps", type=int, help="PGD steps (default 50, paper Sec. 4.1)")
     p.add_argument("--test-limit", type=int, help="evaluate on the first N test images (default: all)")
@@ -54,17 +59,24 @@ def _ints(text: str | None, flag: str) -> tuple[int, ...] | None:
 def run_eval(args: argparse.Namespace) -> int:
     import neokd_bench as nb
 
-    from ..evaluation import METRICS, anytime_table, describe_model, evaluate, parse_attack_list
+    from ..evaluation import DEFAULT_METRICS, METRICS, anytime_table, describe_model, evaluate, parse_attack_list
+    from ..evaluation.policies import POLICIES
     from ..presets import EvalProtocol
     from ..results import make_result, write_result
     from ..trainer import load_checkpoint, model_from_checkpoint, resolve_device
 
     for flag, val in (("--steps", args.steps), ("--test-limit", args.test_limit), ("--val-limit", args.val_limit),
-                      ("--transfer-limit", args.transfer_limit), ("--batch-size", args.batch_size)):
+                      ("--transfer-limit", args.transfer_limit), ("--batch-size", args.batch_size),
+                      ("--policy-budgets", args.policy_budgets)):
         check(val is None or val >= 1, f"{flag} must be at least 1, got {val}")
-    metrics = tuple(m.strip() for m in args.metrics.split(",") if m.strip()) if args.metrics else METRICS
+    metrics = tuple(m.strip() for m in args.metrics.split(",") if m.strip()) if args.metrics else DEFAULT_METRICS
     for m in metrics:
         check(m in METRICS, f"unknown metric {m!r}; use --metrics with any of {','.join(METRICS)}")
+    check(args.budget_index is None or args.budget_index >= 0,
+          f"--budget-index must be 0 or more, got {args.budget_index}")
+    if args.policy is not None:
+        check(args.policy in POLICIES, f"unknown policy {args.policy!r}; use --policy with one of "
+                                       f"{','.join(POLICIES.names())}")
     attacks = parse_attack_list(args.attacks) if args.attacks else None
     seeds = _ints(args.seeds, "--seeds")
 
@@ -83,7 +95,8 @@ def run_eval(args: argparse.Namespace) -> int:
     proto = EvalProtocol()
     proto = dataclasses.replace(proto, **{k: v for k, v in {
         "steps": args.steps, "attack_seeds": seeds, "test_limit": args.test_limit, "metrics": metrics,
-        "transfer_limit": args.transfer_limit}.items() if v is not None})
+        "transfer_limit": args.transfer_limit, "policy": args.policy, "budget_index": args.budget_index,
+        "policy_budgets": args.policy_budgets}.items() if v is not None})
     t = time.perf_counter()
     evaluation = evaluate(model, bundle, dataset_key=state["dataset"], protocol=proto, device=device,
                           metrics=metrics, attacks=attacks, thresholds_on=args.thresholds_on,
@@ -107,6 +120,10 @@ def run_eval(args: argparse.Namespace) -> int:
         from ..plots import plot_result
 
         plot_result(result, path)
+        if evaluation.get("calibration"):
+            from ..evaluation.calibration import plot_reliability
+
+            plot_reliability(result, path.with_name(path.stem + ".reliability"))
     from rich.console import Console
 
     console = Console()

@@ -39,11 +39,12 @@ from .anytime import ExitOutcomes, accuracy_summary, collect_outcomes, seeded_su
 from .budgeted import allocation_family, budgeted_curve, thresholds_to_json
 from .transfer import transfer_matrix
 
-METRICS = ("anytime", "budgeted", "transfer")
+DEFAULT_METRICS = ("anytime", "budgeted", "transfer")
+METRICS = DEFAULT_METRICS + ("efficiency", "calibration", "latency")  # the last three only when asked (issue 13)
 THRESHOLDS_ON = ("clean", "adversarial")
 
 __all__ = ["evaluate", "default_attacks", "parse_attack_list", "describe_model", "anytime_table",
-           "dataset_tensors", "METRICS", "THRESHOLDS_ON"]
+           "dataset_tensors", "METRICS", "DEFAULT_METRICS", "THRESHOLDS_ON"]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -93,14 +94,15 @@ class _ResolvedAttack:
     kwargs: dict[str, Any]  # without seed
     seeds: tuple[int, ...]
 
-    def build(self, seed: int):
+    def build(self, seed: int, **extra: Any):
         import neokd_bench as nb
 
-        return nb.create_attack(self.name, **self.kwargs, seed=int(seed))
+        return nb.create_attack(self.name, **{**self.kwargs, **extra}, seed=int(seed))
 
 
 def resolve_attacks(specs: Sequence[dict[str, Any]], *, dataset_key: str, protocol: Any) -> list[_ResolvedAttack]:
     """Fill each attack dict with the dataset's threat model and the protocol's steps and seeds."""
+    from ..attacks.pgd import PGD
     from ..presets import attack_settings
     from ..registry import ATTACKS
 
@@ -120,7 +122,7 @@ def resolve_attacks(specs: Sequence[dict[str, Any]], *, dataset_key: str, protoc
             raise UsageError(f"attack {name!r}: give seeds as 'seeds' (a list), not 'seed'")
         accepted = _accepted_fields(ATTACKS.get(name))
         defaults: dict[str, Any] = {"eps": settings["eps"], "mode": "eval"}
-        if name == "pgd":
+        if isinstance(builder := ATTACKS.get(name), type) and issubclass(builder, PGD):  # pgd, slowdown, policy-pgd
             defaults.update(step_size=settings["step_size"], steps=int(protocol.steps),
                             random_start=bool(settings["random_start"]))
         kwargs = {k: v for k, v in defaults.items() if accepted is None or k in accepted}
@@ -222,13 +224,14 @@ def evaluate(model: torch.nn.Module, bundle: Any, *, dataset_key: str, protocol:
             from ..attacks.base import Objective
 
             Objective.parse(ra.kwargs["objective"]).check(model)
-    want_adv = "anytime" in metrics or "budgeted" in metrics
+    want_adv = "anytime" in metrics or "budgeted" in metrics or "calibration" in metrics
     want_budget = "budgeted" in metrics
+    want_val = want_budget or "efficiency" in metrics
     if val_limit is None:
         val_limit = protocol.test_limit
 
     x_test, y_test = dataset_tensors(bundle.test, protocol.test_limit)
-    if want_budget:
+    if want_val:
         x_val, y_val = dataset_tensors(bundle.val, val_limit)
     wall: dict[str, float] = {}
     ev: dict[str, Any] = {
@@ -238,7 +241,7 @@ def evaluate(model: torch.nn.Module, bundle: Any, *, dataset_key: str, protocol:
         "n_test": int(len(y_test)),
         "attacks": {},
     }
-    if want_budget:
+    if want_val:
         ev["n_val"] = int(len(y_val))
 
     adv_test: dict[str, list[ExitOutcomes]] = {}
@@ -250,7 +253,7 @@ def evaluate(model: torch.nn.Module, bundle: Any, *, dataset_key: str, protocol:
         clean = collect_outcomes(model, x_test, y_test, device=device, batch_size=batch_size,
                                  on_batch=prog.task("clean test", len(y_test)))
         clean_val = None
-        if want_budget:
+        if want_val:
             clean_val = collect_outcomes(model, x_val, y_val, device=device, batch_size=batch_size,
                                          on_batch=prog.task("clean val", len(y_val)))
         wall["clean_s"] = time.perf_counter() - t
@@ -288,21 +291,41 @@ def evaluate(model: torch.nn.Module, bundle: Any, *, dataset_key: str, protocol:
                                          "wall_s": attack_wall[ra.label]}
         ev["anytime"] = {"n": int(len(y_test)), "clean": clean_sum, "adversarial": adversarial}
 
+        if want_val and exit_costs is None:
+            from ..flops import exit_flops
+
+            exit_costs = exit_flops(model)
+        if want_val and len(exit_costs) != num_exits:
+            raise UsageError(f"exit_costs has {len(exit_costs)} entries for a {num_exits}-exit model")
         # budgeted --------------------------------------------------------------------------------
         if want_budget:
             t = time.perf_counter()
-            if exit_costs is None:
-                from ..flops import exit_flops
-
-                exit_costs = exit_flops(model)
-            if len(exit_costs) != num_exits:
-                raise UsageError(f"exit_costs has {len(exit_costs)} entries for a {num_exits}-exit model")
             ev["budgeted"] = budgeted_section(
                 clean_val=clean_val, clean_test=clean, adv_test=adv_test, adv_val=adv_val,
                 seeds={ra.label: ra.seeds for ra in resolved}, exit_costs=exit_costs,
                 thresholds_on=thresholds_on, count=int(getattr(protocol, "budget_allocations", 100)),
-                ensemble=ensemble)
+                ensemble=ensemble, policy=str(getattr(protocol, "policy", "max-softmax")))
             wall["budgeted_s"] = time.perf_counter() - t
+        # efficiency, calibration, latency (issue 13) ----------------------------------------------
+        if "efficiency" in metrics:
+            from .efficiency import run_efficiency
+
+            t = time.perf_counter()
+            ev["efficiency"] = run_efficiency(
+                model, x_test, y_test, clean_val=clean_val, clean_test=clean, adv_test=adv_test,
+                attacks_out=ev["attacks"], dataset_key=dataset_key, protocol=protocol, device=device,
+                exit_costs=exit_costs, batch_size=batch_size, ensemble=ensemble, task=prog.task)
+            wall["efficiency_s"] = time.perf_counter() - t
+        if "calibration" in metrics:
+            from .calibration import calibration_section
+
+            ev["calibration"] = calibration_section(clean, adv_test, {ra.label: ra.seeds for ra in resolved})
+        if "latency" in metrics:
+            from .latency import latency_section
+
+            t = time.perf_counter()
+            ev["latency"] = latency_section(model, device)
+            wall["latency_s"] = time.perf_counter() - t
 
         # transfer --------------------------------------------------------------------------------
         if "transfer" in metrics:
@@ -323,14 +346,18 @@ def _jsonable_protocol(protocol: Any) -> dict[str, Any]:
 def budgeted_section(*, clean_val: ExitOutcomes, clean_test: ExitOutcomes, adv_test: dict[str, list[ExitOutcomes]],
                      adv_val: dict[str, list[ExitOutcomes]], seeds: dict[str, Sequence[int]],
                      exit_costs: Sequence[int], thresholds_on: str = "clean", count: int = 100,
-                     ensemble: bool = True, p_max: float = 20.0) -> dict[str, Any]:
-    """Budgeted curves (clean, and each attack averaged over seeds) from outcome tables."""
+                     ensemble: bool = True, p_max: float = 20.0, policy: str = "max-softmax") -> dict[str, Any]:
+    """Budgeted curves (clean, and each attack averaged over seeds) from outcome tables; the exit policy
+    (:mod:`.policies`) scores each exit and is calibrated on validation tables only."""
+    from .policies import create_policy
+
     num_exits = clean_test.num_exits
     allocs = allocation_family(clean_val.n, num_exits, count=count, p_max=p_max)
     mflops = np.asarray(exit_costs, dtype=np.float64) / 1e6
+    exit_policy = create_policy(policy)
 
     def tables(o: ExitOutcomes) -> tuple[np.ndarray, np.ndarray]:
-        return (o.ens_conf, o.ens_correct) if ensemble else (o.conf, o.top1)
+        return exit_policy.scores(o, ensemble), (o.ens_correct if ensemble else o.top1)
 
     val_conf_clean = tables(clean_val)[0]
     base = budgeted_curve(val_conf_clean, *tables(clean_test), mflops, allocs)
@@ -357,6 +384,7 @@ def budgeted_section(*, clean_val: ExitOutcomes, clean_test: ExitOutcomes, adv_t
                          "per_seed": per_seed}
     return {
         "thresholds_on": thresholds_on,
+        "policy": policy,
         "ensemble": bool(ensemble),
         "n_val": int(clean_val.n),
         "n_test": int(clean_test.n),

@@ -75,6 +75,8 @@ TINY: dict[str, dict[str, Any]] = {
     "square": {"n_queries": 10},
     "autoattack": {"steps": 2, "n_queries": 10, "n_target_classes": 2},
     "autoattack-standard": {"steps": 2, "n_queries": 10},
+    "slowdown": {"steps": 3, "step_size": 0.02},
+    "policy-pgd": {"steps": 3, "step_size": 0.02, "thresholds": [0.5, 0.5, None]},
 }
 
 

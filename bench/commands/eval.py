@@ -132,6 +132,11 @@ def run_eval(args: argparse.Namespace) -> int:
     if tr and tr.get("offdiag_mean") is not None:
         console.print(f"transferability: mean off-diagonal success rate {100 * tr['offdiag_mean']:.2f}% "
                       f"on {tr['n']} samples")
+    eff = evaluation.get("efficiency")
+    if eff:
+        from ..evaluation.efficiency import summary_line
+
+        console.print(summary_line(eff))
     console.print(f"result: {path}")
     return 0
 

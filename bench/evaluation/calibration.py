@@ -10,7 +10,8 @@ seed's value).
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -27,7 +28,7 @@ def reliability(conf, correct, bins: int = BINS) -> dict[str, list]:
     acc_sum = np.bincount(idx, weights=ok, minlength=bins)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean_conf, acc = conf_sum / count, acc_sum / count
-    none = lambda v: [None if n == 0 else float(x) for x, n in zip(v, count)]  # noqa: E731
+    none = lambda v: [None if n == 0 else float(x) for x, n in zip(v, count)]
     return {"count": [int(n) for n in count], "confidence": none(mean_conf), "accuracy": none(acc)}
 
 

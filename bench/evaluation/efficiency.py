@@ -25,13 +25,14 @@ validation samples per exit.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from .anytime import ExitOutcomes
 from .budgeted import thresholds_to_json
-from .policies import ExitPolicy, list_policies, create_policy
+from .policies import ExitPolicy, create_policy, list_policies
 
 SLOWDOWN = "slowdown"
 MAX_AVERAGE = "pgd:max-average"
@@ -66,7 +67,7 @@ def attacked_point(policy: ExitPolicy, outs: Sequence[ExitOutcomes], seeds: Sequ
                 for s, o in zip(seeds, outs)]
     for e in per_seed:
         e["factor"] = e["mflops_mean"] / clean_mflops if clean_mflops > 0 else 0.0
-    mean = lambda key: float(np.mean([e[key] for e in per_seed]))  # noqa: E731
+    mean = lambda key: float(np.mean([e[key] for e in per_seed]))
     factors = np.array([e["factor"] for e in per_seed])
     return {"mflops_mean": mean("mflops_mean"),
             "exit_histogram": [float(v) for v in np.mean([e["exit_histogram"] for e in per_seed], axis=0)],
@@ -83,7 +84,7 @@ def default_budget_index(allocations: Sequence[Sequence[int]]) -> int:
 
 def policy_budget_indices(num_allocations: int, count: int) -> list[int]:
     """``count`` allocation indices spread evenly over the curve, both ends included."""
-    return sorted({int(round(v)) for v in np.linspace(0, num_allocations - 1, max(count, 1))})
+    return sorted({int(v + 0.5) for v in np.linspace(0, num_allocations - 1, max(count, 1))})  # v >= 0
 
 
 def policy_block(policy: ExitPolicy, *, clean_val: ExitOutcomes, clean_test: ExitOutcomes,
@@ -151,6 +152,14 @@ def policy_pgd_block(policy: ExitPolicy, *, budget_indices: Sequence[int], thres
     rows["thresholds"] = [thresholds_to_json(np.asarray(t, dtype=np.float64)) for t in thresholds]
     rows["policy"] = policy.name
     return rows
+
+
+def summary_line(section: dict[str, Any]) -> str:
+    """One line: clean MFLOPs per sample and each attack's slowdown factor at the section's budget."""
+    parts = [f"{label} x{entry['factor']:.3f}" + (f"±{entry['factor_std']:.3f}" if entry.get("factor_std") else "")
+             for label, entry in section.items() if isinstance(entry, dict) and "factor" in entry]
+    return (f"efficiency ({section['policy']}, budget {section['budget_index']}): clean "
+            f"{section['clean']['mflops_mean']:.3f} MFLOPs/sample; slowdown factor " + ", ".join(parts))
 
 
 def run_efficiency(model: Any, x_test, y_test, *, clean_val: ExitOutcomes, clean_test: ExitOutcomes,

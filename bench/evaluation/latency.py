@@ -13,7 +13,8 @@ import os
 import platform
 import statistics
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -64,7 +65,7 @@ def latency_section(model: torch.nn.Module, device: torch.device | str, batch_si
         with torch.inference_mode():
             for bs in batch_sizes:
                 x = torch.rand(int(bs), *model.input_size, generator=g).to(device)
-                ms = [1e3 * time_call(lambda k=k: model(x, upto=k), device, warmup, repeats)
+                ms = [1e3 * time_call(lambda k=k, x=x: model(x, upto=k), device, warmup, repeats)
                       for k in range(int(model.num_exits))]
                 out["batch_sizes"][str(int(bs))] = {"per_exit_ms": ms,
                                                     "per_sample_ms": [m / int(bs) for m in ms]}

@@ -28,7 +28,8 @@ exits ``k-1`` and ``k`` is relaxed to the inner product of their softmax vectors
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Sequence
+from collections.abc import Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 import torch

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from neokd_bench.cli import main
 from neokd_bench.results import SCHEMA_VERSION, validate_result
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from neokd_bench.evaluation.anytime import outcomes_from_logits
 from neokd_bench.evaluation.calibration import calibration_section, ece, reliability
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import torch
-
 from neokd_bench.evaluation.latency import latency_section, time_call
+
 from tests.attacks.tiny_models import make_model
 
 

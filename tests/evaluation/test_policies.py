@@ -8,7 +8,6 @@ import math
 import numpy as np
 import pytest
 import torch
-
 from neokd_bench.errors import UsageError
 from neokd_bench.evaluation.anytime import outcomes_from_logits
 from neokd_bench.evaluation.efficiency import efficiency_section
@@ -98,8 +97,8 @@ def test_thresholds_come_from_validation_data_only(name):
 
     val = random_table(60, 1)
     allocs = [(20, 20, 20), (40, 10, 10)]
-    common = dict(policy=name, clean_val=val, attacked={}, seeds={}, allocations=allocs, exit_mflops=[1, 2, 3],
-                  budget_index=0)
+    common = {"policy": name, "clean_val": val, "attacked": {}, "seeds": {}, "allocations": allocs,
+              "exit_mflops": [1, 2, 3], "budget_index": 0}
     a = efficiency_section(clean_test=random_table(50, 2), **common)
     b = efficiency_section(clean_test=random_table(70, 3), **common)
     assert a["thresholds"] == b["thresholds"]

@@ -17,6 +17,8 @@ differentiable surrogate of the threshold cascade:
 The attacker thus gains both by making the prediction wrong where the sample leaves and by moving the
 sample to an exit where it is wrong. ``T`` is annealed geometrically from ``temperature`` (first step) to
 ``temperature_end`` (last step), so the surrogate starts smooth and ends close to the hard cascade.
+Each sample keeps its best iterate under the *hard* cascade (:func:`hard_policy_key`: wrong at the exit
+the policy takes, then the largest NLL there), the attack's own objective.
 
 Same threat model and loop as PGD (random start, sign-gradient steps, projection onto the eps-ball and
 [0, 1]). Objective ``average`` (default) is the policy surrogate above; ``exit:k`` and ``max-average``
@@ -94,6 +96,23 @@ def soft_exit_loss(logits: list[torch.Tensor], y: torch.Tensor, policy, threshol
     return (reach * leave * nll).sum(1)
 
 
+@torch.no_grad()
+def hard_policy_key(logits: list[torch.Tensor], y: torch.Tensor, policy, thresholds: torch.Tensor,
+                    ensemble: bool = True) -> torch.Tensor:
+    """Per-sample rank of an iterate under the hard cascade: wrong at the exit the policy takes first, then
+    the NLL there (larger is better for the attacker)."""
+    from ..evaluation.policies import ensemble_probs
+
+    probs = torch.stack([F.softmax(z.detach().float(), dim=1) for z in logits], dim=1)
+    scores = policy.hard_scores(probs, ensemble)
+    leaves = scores >= thresholds.view(1, -1)
+    leaves[:, -1] = True
+    exits = leaves.float().argmax(dim=1)
+    pred = ensemble_probs(probs, ensemble)[torch.arange(len(y), device=y.device), exits]
+    nll = -pred.gather(1, y.view(-1, 1)).squeeze(1).clamp_min(1e-12).log()
+    return pred.argmax(1).ne(y).float() * 1e6 + nll.clamp(max=1e5)
+
+
 class PolicyPGD(PGD):
     """L-inf PGD on the loss at the exit where a known policy stops the sample (soft cascade, annealed)."""
 
@@ -116,11 +135,17 @@ class PolicyPGD(PGD):
         t = torch.tensor([math.inf if v is None else float(v) for v in cfg.thresholds], device=x.device)
         ratio = (cfg.temperature_end / cfg.temperature) ** (1 / max(cfg.steps - 1, 1))
         adv = self._start(x, generator).detach()
-        for step in range(cfg.steps):
-            adv.requires_grad_(True)
-            with autocast(x.device, cfg.amp_dtype):
+        best, best_key = adv.clone(), torch.full((len(x),), -math.inf, device=x.device)
+        for step in range(cfg.steps + 1):
+            adv.requires_grad_(step < cfg.steps)
+            with torch.set_grad_enabled(step < cfg.steps), autocast(x.device, cfg.amp_dtype):
                 logits = model(adv)
+            key = hard_policy_key(logits, y, policy, t, cfg.ensemble)  # keep each sample's best iterate
+            better = key > best_key
+            best[better], best_key = adv.detach()[better], torch.where(better, key, best_key)
+            if step == cfg.steps:
+                break
             loss = soft_exit_loss(logits, y, policy, t, cfg.temperature * ratio ** step, cfg.ensemble).mean()
             (g,) = torch.autograd.grad(loss, [adv])
             adv = project(adv.detach() + cfg.step_size * g.sign(), x, cfg.eps)
-        return adv
+        return best

@@ -58,6 +58,11 @@ class ExitPolicy:
         """Differentiable surrogate of :meth:`scores` from softmax probabilities ``(N, L, C)``."""
         raise NotImplementedError
 
+    def hard_scores(self, probs: torch.Tensor, ensemble: bool = True) -> torch.Tensor:
+        """:meth:`scores` from softmax probabilities ``(N, L, C)`` (torch). Default: :meth:`soft_scores`,
+        which is exact for scores that are smooth functions of the softmax."""
+        return self.soft_scores(probs, ensemble)
+
     def calibrate(self, val_scores: np.ndarray, allocation: Sequence[int]) -> np.ndarray:
         """Thresholds (L,) from validation scores only (App. A.3 allocation on this policy's score)."""
         return thresholds_for_allocation(val_scores, allocation)
@@ -116,6 +121,10 @@ class Patience(ExitPolicy):
             agree = (probs[:, k] * probs[:, k - 1]).sum(-1)
             runs.append(1 + agree * runs[-1])
         return torch.stack(runs, dim=1)
+
+    def hard_scores(self, probs: torch.Tensor, ensemble: bool = True) -> torch.Tensor:
+        onehot = torch.nn.functional.one_hot(probs.argmax(dim=2), probs.shape[2]).to(probs.dtype)
+        return self.soft_scores(onehot)  # with one-hot rows the relaxed run length is the exact one
 
 
 def run_lengths(pred: np.ndarray) -> np.ndarray:

@@ -84,3 +84,29 @@ def test_policy_pgd_needs_one_threshold_per_exit():
     x, y = images(2)
     with pytest.raises(nb.UsageError, match="one threshold per exit"):
         nb.create_attack("policy-pgd", thresholds=[0.5], steps=1)(model, x, y)
+
+
+@pytest.mark.parametrize("policy_name", ["max-softmax", "entropy", "patience"])
+def test_policy_pgd_hard_scores_are_the_policy_scores(policy_name):
+    """The attack ranks its iterates by the same scores the evaluation uses."""
+    from neokd_bench.evaluation.anytime import outcomes_from_logits
+
+    torch.manual_seed(1)
+    logits = [torch.randn(32, 4, dtype=torch.float64) * 2 for _ in range(3)]
+    out = outcomes_from_logits(logits, torch.zeros(32, dtype=torch.long))
+    policy = create_policy(policy_name)
+    probs = torch.softmax(torch.stack(logits, 1), 2)
+    for ensemble in (False, True):
+        np.testing.assert_allclose(policy.hard_scores(probs, ensemble).numpy(), policy.scores(out, ensemble),
+                                   atol=1e-6)
+
+
+def test_policy_pgd_is_in_the_ball_and_fools_the_known_model():
+    model = RegionVotes()
+    x, y = images()
+    attack = nb.create_attack("policy-pgd", eps=0.35, step_size=0.05, steps=20, thresholds=[0.9, 0.9, None], seed=0)
+    x_adv = attack(model, x, y)
+    assert (x_adv - x).abs().max() <= 0.35 + 1e-6 and x_adv.min() >= 0 and x_adv.max() <= 1
+    out = collect_outcomes(model, x_adv, y, device="cpu")
+    point = efficiency_point(create_policy("max-softmax"), out, [0.9, 0.9, -math.inf], np.array([1.0, 2.0, 3.0]))
+    assert point["accuracy"] == 0.0

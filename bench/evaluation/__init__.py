@@ -360,7 +360,7 @@ def budgeted_section(*, clean_val: ExitOutcomes, clean_test: ExitOutcomes, adv_t
         return exit_policy.scores(o, ensemble), (o.ens_correct if ensemble else o.top1)
 
     val_conf_clean = tables(clean_val)[0]
-    base = budgeted_curve(val_conf_clean, *tables(clean_test), mflops, allocs)
+    base = budgeted_curve(val_conf_clean, *tables(clean_test), mflops, allocs, exit_policy.calibrate)
     curves: dict[str, Any] = {"clean": {"mflops": base["cost"].tolist(), "accuracy": base["accuracy"].tolist(),
                                         "max_accuracy": float(base["accuracy"].max())}}
     for label, outs in adv_test.items():
@@ -369,11 +369,12 @@ def budgeted_section(*, clean_val: ExitOutcomes, clean_test: ExitOutcomes, adv_t
         per_seed = []
         for i, (seed, out) in enumerate(zip(seeds[label], outs)):
             if thresholds_on == "adversarial":
-                c = budgeted_curve(tables(adv_val[label][i])[0], *tables(out), mflops, allocs)
+                c = budgeted_curve(tables(adv_val[label][i])[0], *tables(out), mflops, allocs,
+                                   exit_policy.calibrate)
                 entry = {"seed": int(seed), "mflops": c["cost"].tolist(), "accuracy": c["accuracy"].tolist(),
                          "thresholds": thresholds_to_json(c["thresholds"])}
             else:
-                c = budgeted_curve(val_conf_clean, *tables(out), mflops, allocs)
+                c = budgeted_curve(val_conf_clean, *tables(out), mflops, allocs, exit_policy.calibrate)
                 entry = {"seed": int(seed), "mflops": c["cost"].tolist(), "accuracy": c["accuracy"].tolist()}
             per_seed.append(entry)
         acc = np.array([e["accuracy"] for e in per_seed])

@@ -4,7 +4,8 @@ A policy turns the outputs of every exit into a per-exit *score* (higher means r
 sample leaves at the first exit whose score is ``>=`` that exit's threshold, and the last exit takes
 every sample left (:func:`neokd_bench.evaluation.budgeted.exit_indices`). Each policy's thresholds are
 calibrated on validation scores only, by the App. A.3 allocation procedure
-(:func:`~neokd_bench.evaluation.budgeted.thresholds_for_allocation`) applied to that policy's own score:
+(:func:`~neokd_bench.evaluation.budgeted.thresholds_for_allocation`; patience has its own variant for tied
+integer scores) applied to that policy's own score:
 an allocation of validation samples to exits gives one threshold per exit. :meth:`ExitPolicy.calibrate`
 takes validation scores and an allocation and nothing else.
 
@@ -17,8 +18,9 @@ Registered policies (entry-point group ``neokd_bench.policies``):
 * ``patience`` - PABEE (Zhou et al. 2020): the score at exit ``k`` is the number of consecutive exits
   ending at ``k`` whose own top-1 predictions agree (1 at exit 0). A threshold ``t`` at exit ``k`` means
   "leave at ``k`` when the last ``t`` exits agree"; PABEE's single patience ``p`` is the special case
-  ``t = p + 1`` at every exit. Scores are integers, so an allocation is met only as closely as ties allow
-  (all samples with the threshold score leave together), and the curve has few distinct points.
+  ``t = p + 1`` at every exit. Scores are integers and tie heavily, so its calibration lets *at most*
+  ``n_k`` validation samples leave at exit ``k`` (:meth:`Patience.calibrate`), and the curve has few
+  distinct points.
 
 Every policy also has a differentiable surrogate of its score (:meth:`ExitPolicy.soft_scores`, on
 softmax probabilities), which the adaptive attack ``policy-pgd`` uses. For ``patience`` the agreement of
@@ -121,6 +123,22 @@ class Patience(ExitPolicy):
             agree = (probs[:, k] * probs[:, k - 1]).sum(-1)
             runs.append(1 + agree * runs[-1])
         return torch.stack(runs, dim=1)
+
+    def calibrate(self, val_scores: np.ndarray, allocation: Sequence[int]) -> np.ndarray:
+        """Integer scores tie heavily, so the App. A.3 rule (the n_k-th largest: at least n_k leave) would let
+        every sample leave at exit 0, where every run length is 1. Here exit ``k``'s threshold is the
+        smallest run length that lets *at most* ``n_k`` of the validation samples still there leave
+        (``+inf`` when none does); the samples left go on, as in App. A.3."""
+        conf = np.asarray(val_scores, dtype=np.float64)
+        thresholds_for_allocation(conf, allocation)  # the same checks of shape and allocation
+        thresholds = np.full(conf.shape[1], -np.inf)
+        remaining = np.ones(conf.shape[0], dtype=bool)
+        for k in range(conf.shape[1] - 1):
+            c = conf[remaining, k]
+            fits = [v for v in np.unique(c) if (c >= v).sum() <= int(allocation[k])]
+            thresholds[k] = fits[0] if fits else np.inf
+            remaining &= ~(conf[:, k] >= thresholds[k])
+        return thresholds
 
     def hard_scores(self, probs: torch.Tensor, ensemble: bool = True) -> torch.Tensor:
         onehot = torch.nn.functional.one_hot(probs.argmax(dim=2), probs.shape[2]).to(probs.dtype)

@@ -79,6 +79,9 @@ def test_patience_run_lengths_by_hand():
     ("entropy", (2, 1, 1), [-1.0297, -0.6390, -math.inf]),
     # nobody at exit 0 (+inf); exit 1 run lengths (2, 1, 2, 1): the 2nd largest is 2.
     ("patience", (0, 2, 2), [math.inf, 2.0, -math.inf]),
+    # every run length at exit 0 is 1: letting any sample leave there would let all 4 leave (> 1), so +inf;
+    # at exit 1, threshold 2 lets exactly 2 leave. (The generic "n_k-th largest" rule would give 1 at exit 0.)
+    ("patience", (1, 2, 1), [math.inf, 2.0, -math.inf]),
 ])
 def test_thresholds_calibrated_by_hand(name, allocation, expected):
     policy = create_policy(name)
@@ -119,3 +122,17 @@ def test_soft_scores_match_hard_scores():
                                        atol=1e-6)
     onehot = torch.nn.functional.one_hot(p.argmax(2), 3).double()
     np.testing.assert_allclose(create_policy("patience").soft_scores(onehot).numpy(), run_lengths(out.pred))
+
+
+@pytest.mark.parametrize("name", ["max-softmax", "entropy", "patience"])
+def test_budgeted_curve_uses_the_policy_and_its_calibration(name):
+    from neokd_bench.evaluation import budgeted_section
+    from neokd_bench.evaluation.budgeted import thresholds_to_json
+
+    out = table()
+    sec = budgeted_section(clean_val=out, clean_test=out, adv_test={}, adv_val={}, seeds={}, exit_costs=[1e6, 2e6, 3e6],
+                           count=6, ensemble=False, policy=name)
+    policy = create_policy(name)
+    assert sec["policy"] == name
+    expected = [thresholds_to_json(policy.calibrate(policy.scores(out, False), a)) for a in sec["allocations"]]
+    assert sec["thresholds"] == expected

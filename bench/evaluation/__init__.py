@@ -202,8 +202,10 @@ def evaluate(model: torch.nn.Module, bundle: Any, *, dataset_key: str, protocol:
              exit_costs: Sequence[int] | None = None) -> dict[str, Any]:
     """Evaluate ``model`` on ``bundle`` and return the ``evaluation`` section of a result (JSON-ready).
 
-    ``metrics`` is a subset of ``("anytime", "budgeted", "transfer")``; the clean anytime numbers are always
-    reported. ``thresholds_on`` is ``"clean"`` (default) or ``"adversarial"`` (thresholds from validation
+    ``metrics`` is a subset of :data:`METRICS`: ``anytime``, ``budgeted``, ``transfer`` (the default) and, only
+    when asked, ``efficiency`` (:mod:`.efficiency`), ``calibration`` (:mod:`.calibration`) and ``latency``
+    (:mod:`.latency`); the clean anytime numbers are always reported. ``protocol.policy`` is the exit policy
+    of budgeted prediction (:mod:`.policies`). ``thresholds_on`` is ``"clean"`` (default) or ``"adversarial"`` (thresholds from validation
     data attacked by the same attack and seed). ``exit_costs`` are the cumulative fvcore counts per exit
     (default :func:`neokd_bench.flops.exit_flops`).
     """

@@ -59,7 +59,14 @@ def _ints(text: str | None, flag: str) -> tuple[int, ...] | None:
 def run_eval(args: argparse.Namespace) -> int:
     import neokd_bench as nb
 
-    from ..evaluation import DEFAULT_METRICS, METRICS, anytime_table, describe_model, evaluate, parse_attack_list
+    from ..evaluation import (
+        DEFAULT_METRICS,
+        METRICS,
+        anytime_table,
+        describe_model,
+        evaluate,
+        parse_attack_list,
+    )
     from ..evaluation.policies import POLICIES
     from ..presets import EvalProtocol
     from ..results import make_result, write_result

@@ -14,7 +14,13 @@ How pyautoattack is reused (its classes are subclassed; no algorithm code is cop
 * ``attack_single_run`` (the algorithm of each attack) is pyautoattack's. Its ``perturb`` (the outer loop
   over restarts and target classes on the still-robust samples) is not used: :class:`_LibraryAttack` runs
   that loop itself, so that "robust" means "at least one attacked exit still classifies correctly", and a
-  result is kept only if it fools every attacked exit and lies in the eps-ball;
+  result is kept only if it fools every attacked exit and lies in the eps-ball. The samples that no attempt
+  fools get the best iterate of the attempts (``not_fooled="best"``, the default: :class:`BestIterate`) or
+  the clean ``x`` (``not_fooled="clean"``, App. H's rule);
+* APGD-T and FAB-T target the ``n_target_classes`` most likely *wrong* classes of the mean logits over the
+  attacked exits (:meth:`ExitSet.wrong_classes`). Upstream takes ranks 2.. of the sorted logits because it
+  attacks only correctly classified points, whose rank 1 is ``y``; here a sample is attacked while any exit
+  is right, so the top class of the mean logits may be wrong, and ranks 2.. would target ``y`` itself;
 * APGD / APGD-T call ``self.model(x)`` and test success with ``argmax == y`` inline. The model they see
   returns *decision scores* (:func:`decision_scores`: mean logits whose entry ``y`` is lifted to the top
   when some exit is still correct, and dropped to the bottom otherwise), so the inline test is the
@@ -61,13 +67,16 @@ from torch import nn
 from ..errors import UsageError
 from ..models.base import ExitForward
 from .base import (
-    exit_logits,
     Attack,
     AttackConfig,
+    AttackRNG,
     Objective,
     _fail,
+    any_correct,
+    attacked_outputs,
     check_non_negative,
     check_positive_int,
+    per_exit_losses,
     project,
 )
 
@@ -86,10 +95,7 @@ class ExitSet:
         self.num_classes = int(model.num_classes)
 
     def outputs(self, x: torch.Tensor) -> list[torch.Tensor]:
-        if self.objective.kind == "exit":
-            k = int(self.objective.exit)  # type: ignore[arg-type]
-            return [exit_logits(self.model, x, k)]
-        return list(self.model(x))
+        return attacked_outputs(self.model, x, self.objective)
 
     def mean_logits(self, x: torch.Tensor) -> torch.Tensor:
         return torch.stack([o.float() for o in self.outputs(x)]).mean(0)
@@ -100,8 +106,41 @@ class ExitSet:
         return any_correct(self.outputs(x), y)
 
 
-def any_correct(outputs: Sequence[torch.Tensor], y: torch.Tensor) -> torch.Tensor:
-    return torch.stack([o.detach().argmax(1) == y for o in outputs]).any(0)
+    @torch.no_grad()
+    def score(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """``[N]``: the cross-entropy averaged over the attacked exits (Eq. 2's selection measure), which
+        ranks the iterates kept for samples not fooled at every exit."""
+        return per_exit_losses(self.outputs(x), y).mean(0)
+
+    @torch.no_grad()
+    def wrong_classes(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """``[N, C - 1]``: the classes other than ``y``, most likely first by the mean logits over the
+        attacked exits. The targets of APGD-T and FAB-T: rank ``r`` (1-based) is column ``r - 1``; the
+        true class is never a target, also where the mean logits' top class is already wrong."""
+        z = self.mean_logits(x).scatter(1, y[:, None], float("-inf"))
+        return z.argsort(dim=1, descending=True, stable=True)[:, :-1]
+
+
+class BestIterate:
+    """For the samples not (yet) fooled at every attacked exit: the candidate with the largest
+    :meth:`ExitSet.score` offered so far (the ``not_fooled="best"`` rule)."""
+
+    def __init__(self, x: torch.Tensor) -> None:
+        self.x = x.clone()
+        self.score = torch.full((len(x),), float("-inf"), device=x.device)
+
+    def offer(self, exits: ExitSet, idx: torch.Tensor, cand: torch.Tensor, y: torch.Tensor) -> None:
+        if idx.numel() == 0:
+            return
+        score = exits.score(cand, y)
+        better = score > self.score[idx]
+        self.x[idx[better]] = cand[better]
+        self.score[idx[better]] = score[better]
+
+    def fill(self, x_adv: torch.Tensor, robust: torch.Tensor) -> None:
+        """Write the kept iterate into ``x_adv`` where ``robust`` still holds."""
+        take = robust & (self.score > float("-inf"))
+        x_adv[take] = self.x[take]
 
 
 def decision_scores(outputs: Sequence[torch.Tensor], y: torch.Tensor) -> torch.Tensor:
@@ -181,15 +220,39 @@ class MultiExitAPGDT(_LabelledRun, APGDAttack_targeted):
 
 class MultiExitFAB(_LabelledRun, FABAttack_PT):
     """pyautoattack's FAB on the mean logits over exits (average gradient, App. H.2.2) with the all-exits
-    success test."""
+    success test. FAB-T's target of rank ``r`` is the r-th most likely wrong class of the mean logits
+    (:meth:`ExitSet.wrong_classes`), never ``y``. Inside :meth:`tracking`, every iterate, projected onto the
+    eps-ball, is offered to a :class:`BestIterate` (FAB has no loss of its own to rank them)."""
 
     def __init__(self, exits: ExitSet, **kw: Any) -> None:
         self.exits = exits
+        self._track: tuple[BestIterate, torch.Tensor, float] | None = None
+        self._calls = 0
         super().__init__(exits.mean_logits, **kw)
 
-    def _get_predicted_label(self, x: torch.Tensor) -> torch.Tensor:
+    @contextlib.contextmanager
+    def tracking(self, x: torch.Tensor, eps: float) -> Iterator[BestIterate]:
+        best = BestIterate(x)
+        self._track, self._calls = (best, x.clone(), eps), 0
+        try:
+            yield best
+        finally:
+            self._track = None
+
+    def _predict_fn(self, x: torch.Tensor) -> torch.Tensor:
+        # pyautoattack calls this only to rank FAB-T's targets (`sort()[1][:, -target_class]`): the true class
+        # is put last, so rank r is the r-th most likely wrong class.
         with torch.no_grad():
-            return multi_exit_label(self.exits.outputs(x), self._labels_for(x))
+            return self.exits.mean_logits(x).scatter(1, self._labels_for(x)[:, None], float("-inf"))
+
+    def _get_predicted_label(self, x: torch.Tensor) -> torch.Tensor:
+        y = self._labels_for(x)
+        with torch.no_grad():
+            if self._track is not None and self._calls > 0:  # the first call is on the clean batch
+                best, x0, eps = self._track
+                best.offer(self.exits, torch.arange(len(x), device=x.device), project(x, x0, eps), y)
+            self._calls += 1
+            return multi_exit_label(self.exits.outputs(x), y)
 
 
 class MultiExitSquare(SquareAttack):
@@ -242,12 +305,6 @@ def linf(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a - b).flatten(1).abs().amax(1)
 
 
-def _seed(config_seed: int | None, generator: torch.Generator) -> int:
-    if config_seed is not None:
-        return int(config_seed)
-    return int(torch.randint(0, 2**31 - 1, (1,), generator=generator, device=generator.device))
-
-
 @dataclass(frozen=True, kw_only=True)
 class _LibraryConfig(AttackConfig):
     eps: float = 8 / 255
@@ -261,23 +318,29 @@ class _LibraryConfig(AttackConfig):
 
 class _LibraryAttack(Attack):
     """Outer loop shared by the pyautoattack-based attacks: attempts (restarts, target classes) on the samples
-    still robust, keeping a result only when it fools every attacked exit within the eps-ball."""
+    still robust, keeping a result only when it fools every attacked exit within the eps-ball. With
+    ``not_fooled="best"`` each attempt's best iterate is offered to a :class:`BestIterate` for the samples it
+    does not fool, and the winner is returned for the samples no attempt fools."""
 
     Config: ClassVar[type[_LibraryConfig]] = _LibraryConfig
 
     def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, objective: Objective,
-            generator: torch.Generator) -> torch.Tensor:
+            rng: AttackRNG) -> torch.Tensor:
         exits = ExitSet(model, objective)
-        seed = _seed(self.config.seed, generator)
+        seed = rng.integer_seed(self.config.seed)
         x_adv = x.clone()
+        keep = BestIterate(x) if self.config.not_fooled == "best" else None
         with frozen_params(model), isolated_rng(x.device, seed):
             robust = exits.robust(x, y)
-            self.attack_robust(exits, x, y, robust, x_adv, seed)
+            self.attack_robust(exits, x, y, robust, x_adv, seed, keep)
+            if keep is not None:
+                keep.fill(x_adv, robust)
         return project(x_adv, x, self.config.eps)
 
     def attack_robust(self, exits: ExitSet, x: torch.Tensor, y: torch.Tensor, robust: torch.Tensor,
-                      x_adv: torch.Tensor, seed: int) -> None:
-        """Attack the samples where ``robust`` holds; write successes into ``x_adv`` and clear ``robust``."""
+                      x_adv: torch.Tensor, seed: int, keep: BestIterate | None = None) -> None:
+        """Attack the samples where ``robust`` holds; write successes into ``x_adv`` and clear ``robust``;
+        offer the best iterate of each attempt on the others to ``keep``."""
         torch.default_generator.manual_seed(seed)  # as pyautoattack's perturb: reseed at the attack's start
         if x.device.type == "cuda":
             torch.cuda.manual_seed(seed)
@@ -286,11 +349,13 @@ class _LibraryAttack(Attack):
             idx = robust.nonzero().flatten()
             if idx.numel() == 0:
                 return
-            cand = self.single_run(engine, exits, x[idx], y[idx], attempt)
+            cand, best = self.single_run(engine, exits, x[idx], y[idx], attempt)
             # 1e-6: the libraries project with x +- eps, which can exceed eps by float rounding
             ok = ~exits.robust(cand, y[idx]) & (linf(cand, x[idx]) <= self.config.eps + 1e-6)
             x_adv[idx[ok]] = cand[ok]
             robust[idx[ok]] = False
+            if keep is not None:
+                keep.offer(exits, idx[~ok], project(best[~ok], x[idx[~ok]], self.config.eps), y[idx[~ok]])
 
     # -- per attack ------------------------------------------------------------------------------
     def engine(self, exits: ExitSet, seed: int) -> Any:
@@ -300,7 +365,9 @@ class _LibraryAttack(Attack):
         return list(range(self.config.n_restarts))  # type: ignore[attr-defined]
 
     def single_run(self, engine: Any, exits: ExitSet, x: torch.Tensor, y: torch.Tensor, attempt: Any
-                   ) -> torch.Tensor:
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One attempt on ``(x, y)``: ``(candidate, best)``, the candidate tested for success at every
+        attacked exit, and the attempt's best iterate for the samples it does not fool."""
         raise NotImplementedError
 
     def n_targets(self, exits: ExitSet) -> int:
@@ -337,6 +404,7 @@ class APGDCE(_LibraryAttack):
     (Croce & Hein 2020; NEO-KD App. H.2.1). Built on pyautoattack's ``APGDAttack``."""
 
     name = "apgd-ce"
+    presets = {"paper": {}, "tiny": {"steps": 3}}
     Config = APGDCEConfig
     config: APGDCEConfig
 
@@ -346,10 +414,11 @@ class APGDCE(_LibraryAttack):
                                logger=logging.getLogger("auto-attack"))
 
     def single_run(self, engine: Any, exits: ExitSet, x: torch.Tensor, y: torch.Tensor, attempt: Any
-                   ) -> torch.Tensor:
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
         engine.init_hyperparam(x)
         with engine.labelled(y):
-            return engine.attack_single_run(x, y)[3]
+            x_best, _, _, x_best_adv = engine.attack_single_run(x, y)
+        return x_best_adv, x_best  # x_best: the iterate with the largest loss
 
 
 # ------------------------------------------------------------------------------------------------
@@ -372,6 +441,7 @@ class APGDT(_LibraryAttack):
     pyautoattack's ``APGDAttack_targeted``. Needs at least 4 classes (the DLR-T loss does)."""
 
     name = "apgd-t"
+    presets = {"paper": {}, "tiny": {"steps": 2, "n_target_classes": 2}}
     Config = APGDTConfig
     config: APGDTConfig
 
@@ -384,17 +454,17 @@ class APGDT(_LibraryAttack):
                               verbose=False, logger=logging.getLogger("auto-attack"))
 
     def attempts(self, exits: ExitSet) -> list[Any]:
-        # pyautoattack's order: target ranks 2 .. n+1 of the sorted scores, restarts inside.
-        return [(t, r) for t in range(2, self.n_targets(exits) + 2) for r in range(self.config.n_restarts)]
+        # pyautoattack's order (targets outside, restarts inside), over the ranks 1 .. n of the wrong classes.
+        return [(t, r) for t in range(1, self.n_targets(exits) + 1) for r in range(self.config.n_restarts)]
 
     def single_run(self, engine: Any, exits: ExitSet, x: torch.Tensor, y: torch.Tensor, attempt: Any
-                   ) -> torch.Tensor:
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
         target_rank, _ = attempt
         engine.init_hyperparam(x)
-        with torch.no_grad():
-            engine.y_target = exits.mean_logits(x).sort(dim=1)[1][:, -target_rank]
+        engine.y_target = exits.wrong_classes(x, y)[:, target_rank - 1]
         with engine.labelled(y):
-            return engine.attack_single_run(x, y)[3]
+            x_best, _, _, x_best_adv = engine.attack_single_run(x, y)
+        return x_best_adv, x_best
 
 
 # ------------------------------------------------------------------------------------------------
@@ -429,6 +499,7 @@ class FAB(_LibraryAttack):
     Built on pyautoattack's ``FABAttack_PT``."""
 
     name = "fab"
+    presets = {"paper": {}, "tiny": {"steps": 2, "n_target_classes": 2}}
     Config = FABConfig
     config: FABConfig
 
@@ -441,15 +512,15 @@ class FAB(_LibraryAttack):
     def attempts(self, exits: ExitSet) -> list[Any]:
         if not self.config.targeted:
             return [(None, r) for r in range(self.config.n_restarts)]
-        return [(t, r) for t in range(2, self.n_targets(exits) + 2) for r in range(self.config.n_restarts)]
+        return [(t, r) for t in range(1, self.n_targets(exits) + 1) for r in range(self.config.n_restarts)]
 
     def single_run(self, engine: Any, exits: ExitSet, x: torch.Tensor, y: torch.Tensor, attempt: Any
-                   ) -> torch.Tensor:
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
         target_rank, restart = attempt
-        engine.target_class = target_rank
-        with engine.labelled(y):
-            return engine.attack_single_run(x, y, use_rand_start=restart > 0,
-                                            is_targeted=target_rank is not None)
+        engine.target_class = target_rank  # rank among the wrong classes (MultiExitFAB._predict_fn)
+        with engine.labelled(y), engine.tracking(x, self.config.eps) as best:
+            adv = engine.attack_single_run(x, y, use_rand_start=restart > 0, is_targeted=target_rank is not None)
+        return adv, torch.where((best.score > float("-inf")).view(-1, *[1] * (x.dim() - 1)), best.x, adv)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -478,6 +549,7 @@ class Square(_LibraryAttack):
     is fooled (Andriushchenko et al. 2020; NEO-KD App. H.2.3). Built on pyautoattack's ``SquareAttack``."""
 
     name = "square"
+    presets = {"paper": {}, "tiny": {"n_queries": 10}}
     Config = SquareConfig
     config: SquareConfig
 
@@ -487,9 +559,10 @@ class Square(_LibraryAttack):
                                n_restarts=1, seed=seed, verbose=False, loss=c.loss, resc_schedule=False)
 
     def single_run(self, engine: Any, exits: ExitSet, x: torch.Tensor, y: torch.Tensor, attempt: Any
-                   ) -> torch.Tensor:
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
         engine.init_hyperparam(x)
-        return engine.attack_single_run(x, y)[1]
+        x_best = engine.attack_single_run(x, y)[1]  # the fooling point, else the best by Square's loss
+        return x_best, x_best
 
 
 # ------------------------------------------------------------------------------------------------
@@ -530,12 +603,13 @@ class MultiExitAutoAttack(_LibraryAttack):
     exits and counts a sample as adversarial only when every exit is fooled."""
 
     name = "autoattack"
+    presets = {"paper": {}, "tiny": {"steps": 2, "n_queries": 10, "n_target_classes": 2}}
     Config = MultiExitAutoAttackConfig
     config: MultiExitAutoAttackConfig
 
     def parts(self) -> list[_LibraryAttack]:
         c = self.config
-        common = {"eps": c.eps, "objective": c.objective, "seed": c.seed, "mode": c.mode}
+        common = {"eps": c.eps, "objective": c.objective, "seed": c.seed, "mode": c.mode, "not_fooled": c.not_fooled}
         build = {
             "apgd-ce": lambda: APGDCE(steps=c.steps, **common),
             "apgd-t": lambda: APGDT(steps=c.steps, n_target_classes=c.n_target_classes, **common),
@@ -545,11 +619,11 @@ class MultiExitAutoAttack(_LibraryAttack):
         return [build[a]() for a in c.attacks]
 
     def attack_robust(self, exits: ExitSet, x: torch.Tensor, y: torch.Tensor, robust: torch.Tensor,
-                      x_adv: torch.Tensor, seed: int) -> None:
+                      x_adv: torch.Tensor, seed: int, keep: BestIterate | None = None) -> None:
         for part in self.parts():
             if exits.num_classes < 4 and part.name == "apgd-t":
                 continue  # DLR-T needs 4 classes; pyautoattack's standard run would fail here too
-            part.attack_robust(exits, x, y, robust, x_adv, seed)
+            part.attack_robust(exits, x, y, robust, x_adv, seed, keep)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -566,9 +640,13 @@ class StandardAutoAttackConfig(AttackConfig):
     steps: int | None = None
     n_queries: int | None = None
     batch_size: int = 250
+    not_fooled: str = "clean"  # pyautoattack's own rule: it returns the clean x for the samples it does not fool
 
     def validate(self) -> None:
         super().validate()
+        if self.not_fooled != "clean":
+            _fail("not_fooled", self.not_fooled, "autoattack-standard is pyautoattack unchanged, which returns the "
+                  "clean x where it fails; use not_fooled='clean', or --attack autoattack for the best iterate")
         if Objective.parse(self.objective).kind == "average":
             _fail("objective", self.objective,
                   "autoattack-standard attacks one exit: use objective='exit:K' or 'max-average', "
@@ -597,13 +675,14 @@ class StandardAutoAttack(Attack):
     Eq. 2. Source: Croce & Hein, ICML 2020."""
 
     name = "autoattack-standard"
+    presets = {"paper": {}, "tiny": {"steps": 2, "n_queries": 10}}
     Config = StandardAutoAttackConfig
     config: StandardAutoAttackConfig
 
     def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, objective: Objective,
-            generator: torch.Generator) -> torch.Tensor:
+            rng: AttackRNG) -> torch.Tensor:
         c = self.config
-        seed = _seed(c.seed, generator)
+        seed = rng.integer_seed(c.seed)
         forward = ExitForward(model, objective.exit)  # type: ignore[arg-type]
         with frozen_params(model), isolated_rng(x.device, seed):
             aa = AutoAttack(forward, device=x.device, eps=c.eps, norm="Linf", seed=seed, version=c.version)

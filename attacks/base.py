@@ -22,14 +22,38 @@ and called as ``attack(model, x, y) -> x_adv``. The base owns everything that is
   float rounding is not, so an ``x_adv`` can differ from the unfolded attack's where a gradient
   component is near zero. It saves the BatchNorm passes (about 20% of a PGD step on the 7-exit MSDNet
   on CPU; ``benchmarks/bench_attacks.py``). Meant for training attacks;
-* seeding (config field ``seed``): randomness comes from a local :class:`torch.Generator`, so the global
-  RNG is untouched and the same seed gives the same ``x_adv``; ``seed=None`` draws a fresh seed;
+* seeding (config field ``seed``; :class:`AttackRNG`): the global RNG is never touched and the same seed
+  gives the same ``x_adv``; ``seed=None`` draws a fresh seed. A caller that attacks a data set batch by
+  batch passes the samples' indices, ``attack(model, x, y, index=idx)``: the random start of sample ``i`` then
+  comes from a generator seeded with ``(seed, i, draw)``, the same in whichever batch, batch position,
+  process or device the sample lands, and different for different samples (evaluation does this; the
+  pyautoattack-based attacks, which draw from the global RNG, get a seed derived from the batch's indices,
+  so their starts differ between batches but depend on the batch's composition). Without
+  ``index`` the starts come from one :class:`torch.Generator` seeded with ``seed`` (the same numbers as
+  torchattacks' PGD after ``torch.manual_seed(seed)``), so two batches of one size attacked with one seed
+  get the same start noise;
+* **samples not fooled at every exit** (config field ``not_fooled``). "Fooled" means every exit the
+  objective attacks (exit ``k`` for ``exit:k``, all exits otherwise) predicts a wrong class. A sample that
+  the attack fools is returned as the fooling iterate under both rules. For the others:
+
+  - ``"best"`` (default): the attack's best iterate by its own objective, never the clean ``x`` (which
+    would credit the exits the attack did fool). PGD: its last iterate (no line search, as in Madry et al.
+    and torchattacks). CW: the iterate with the lowest mean margin. APGD-CE / APGD-T / Square: the best
+    iterate of pyautoattack's run by its loss; FAB (which has no loss) its iterate, projected onto the
+    eps-ball, with the largest mean cross-entropy over the attacked exits. Across restarts, target classes
+    and the parts of AutoAttack the candidate with the largest mean cross-entropy over the attacked exits
+    wins (the measure of the max-average selection, Eq. 2);
+  - ``"clean"``: the paper's rule (App. H: a sample is adversarial only if it misleads all exits; used for
+    its Table 8): the clean ``x``. The base applies it to whatever the attack returns.
+
+  The field is part of the resolved config, so it is recorded in every result file;
 * validation: a bad config value or an exit index out of range raises
   :class:`~neokd_bench.errors.UsageError` with a one-line message saying what to type instead.
 
-A subclass sets ``name`` and ``Config`` and implements :meth:`Attack.run` (one attack for one single-exit
-or ``average`` objective). It may override :meth:`Attack._candidates` to run the per-exit single attacks of
-max-average together (PGD does).
+A subclass sets ``name``, ``Config`` and ``presets`` (tags such as ``tiny``) and implements
+:meth:`Attack.run` (one attack for one single-exit or ``average`` objective; it draws its random numbers from
+the :class:`AttackRNG` it is given). It may override :meth:`Attack._candidates` to run the per-exit single
+attacks of max-average together (PGD does).
 
 Assumption (not in the paper): with ``mode="train"`` the attack's forward passes are ordinary
 training-mode passes, so BatchNorm running statistics are updated by them, as in Triple-Wins' code.
@@ -51,7 +75,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..config import coerce_config
 from ..errors import UsageError
+from ..utils import derive_seed
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """Per-sample loss of one exit: ``(logits [N, C], y [N]) -> [N]``; larger is better for the attacker."""
@@ -60,6 +86,7 @@ ExitLossFn = Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]
 (TEAT's attack loss reads a per-exit ensemble); given, it takes the place of a :data:`LossFn`."""
 
 MODES = ("eval", "train")
+NOT_FOOLED = ("best", "clean")
 AMP_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -176,6 +203,18 @@ def objective_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, objective
     raise ValueError("max-average is not a differentiable objective; run one attack per exit and select")
 
 
+def attacked_outputs(model: nn.Module, x: torch.Tensor, objective: Objective) -> list[torch.Tensor]:
+    """Logits of the exits an objective attacks: exit ``k`` alone (:func:`exit_logits`) or every exit."""
+    if objective.kind == "exit":
+        return [exit_logits(model, x, int(objective.exit))]  # type: ignore[arg-type]
+    return list(model(x))
+
+
+def any_correct(outputs: Sequence[torch.Tensor], y: torch.Tensor) -> torch.Tensor:
+    """``[N]`` bool: some exit of ``outputs`` predicts (argmax) ``y``, i.e. the sample is not fooled at every exit."""
+    return torch.stack([o.detach().argmax(1) == y for o in outputs]).any(0)
+
+
 @torch.no_grad()
 def select_max_average(model: nn.Module, candidates: torch.Tensor, y: torch.Tensor,
                        loss_fn: LossFn = cross_entropy, amp_dtype: str | None = None, select_batch: int = 0,
@@ -224,9 +263,12 @@ def project(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
     return torch.clamp(x + delta, min=0.0, max=1.0)
 
 
-def random_start(x: torch.Tensor, eps: float, generator: torch.Generator) -> torch.Tensor:
+def random_start(x: torch.Tensor, eps: float, generator: torch.Generator | AttackRNG) -> torch.Tensor:
     """Uniform noise in the eps-ball, clamped to [0, 1] (same formula as torchattacks' PGD)."""
-    noise = torch.empty_like(x).uniform_(-eps, eps, generator=generator)
+    if isinstance(generator, AttackRNG):
+        noise = generator.uniform(x, eps)
+    else:
+        noise = torch.empty_like(x).uniform_(-eps, eps, generator=generator)
     return torch.clamp(x + noise, min=0.0, max=1.0)
 
 
@@ -274,6 +316,19 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
     return folded
 
 
+def attack_batch(attack: Callable[..., torch.Tensor], model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                 index: torch.Tensor) -> torch.Tensor:
+    """``attack(model, x, y, index=index)``; a plugin attack whose call takes no ``index`` gets
+    ``attack(model, x, y)``. For callers that attack a data set in batches (``index``: the batch's indices)."""
+    try:
+        params = inspect.signature(attack).parameters.values()
+    except (TypeError, ValueError):
+        params = ()
+    if any(p.name == "index" or p.kind is p.VAR_KEYWORD for p in params):
+        return attack(model, x, y, index=index)
+    return attack(model, x, y)
+
+
 def make_generator(seed: int | None, device: torch.device) -> torch.Generator:
     g = torch.Generator(device=device)
     if seed is None:
@@ -281,6 +336,70 @@ def make_generator(seed: int | None, device: torch.device) -> torch.Generator:
     else:
         g.manual_seed(int(seed))
     return g
+
+
+class AttackRNG:
+    """The random numbers of one attack call (see "seeding" in the module docstring).
+
+    ``keys=None``: one :class:`torch.Generator` on ``device`` seeded with ``seed``. With ``keys`` (one integer
+    per sample, e.g. its index in the data set), draw ``d`` of sample ``i`` comes from a CPU generator seeded
+    with ``derive_seed(seed, keys[i], d)``, then moves to the device, so it is the same on every device;
+    successive draws (the L starts of max-average, the restarts of CW) use ``d = 0, 1, ...``. One small
+    generator per sample costs about 1 ms per draw for a batch of 128 (2-core AMD EPYC); the attack's
+    forward passes dwarf it. ``seed=None`` draws a fresh seed.
+    """
+
+    def __init__(self, seed: int | None, device: torch.device, keys: torch.Tensor | None = None) -> None:
+        self.generator = make_generator(seed, device)
+        self.seed = int(seed) if seed is not None else int(self.generator.initial_seed())
+        self.keys = None if keys is None else [int(k) for k in keys.tolist()]
+        self.draws = 0
+
+    def _keyed(self, x: torch.Tensor, fill: Callable[[torch.Tensor, torch.Generator], Any]) -> torch.Tensor:
+        assert self.keys is not None and len(self.keys) == len(x)
+        out = torch.empty(x.shape, dtype=x.dtype)
+        g = torch.Generator()
+        for row, key in zip(out, self.keys):
+            fill(row, g.manual_seed(derive_seed(self.seed, key, self.draws)))
+        self.draws += 1
+        return out.to(x.device)
+
+    def uniform(self, x: torch.Tensor, eps: float) -> torch.Tensor:
+        """Noise like ``x``, uniform in [-eps, eps]."""
+        if self.keys is None:
+            return torch.empty_like(x).uniform_(-eps, eps, generator=self.generator)
+        return self._keyed(x, lambda row, g: row.uniform_(-eps, eps, generator=g))
+
+    def normal(self, x: torch.Tensor) -> torch.Tensor:
+        """Standard normal noise like ``x``."""
+        if self.keys is None:
+            return torch.randn(x.shape, generator=self.generator, device=x.device, dtype=x.dtype)
+        return self._keyed(x, lambda row, g: row.normal_(generator=g))
+
+    def integer_seed(self, config_seed: int | None) -> int:
+        """A seed for a library that draws from torch's global RNG (run inside an isolated RNG state). Keyed:
+        derived from ``(seed, draw, every key of the batch)``, so it differs between batches; not keyed:
+        ``config_seed``, else a draw from the generator."""
+        if self.keys is None:
+            if config_seed is not None:
+                return int(config_seed)
+            return int(torch.randint(0, 2**31 - 1, (1,), generator=self.generator, device=self.generator.device))
+        self.draws += 1
+        return derive_seed(self.seed, self.draws - 1, *self.keys) & 0x7FFFFFFF
+
+
+def sample_keys(index: Any, n: int, device: torch.device) -> torch.Tensor | None:
+    """``index`` (one integer per sample, or None) as an int64 tensor on ``device``."""
+    if index is None:
+        return None
+    try:
+        keys = torch.as_tensor(index, device=device)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise UsageError(f"index must hold one integer per sample (the samples' indices in the data set): {exc}") from exc
+    if keys.dtype.is_floating_point or keys.dtype == torch.bool or keys.dtype.is_complex or keys.shape != (n,):
+        raise UsageError(f"index must hold one integer per sample: got {keys.dtype} of shape {tuple(keys.shape)} "
+                         f"for {n} samples; pass e.g. index=torch.arange(start, start + len(x))")
+    return keys.long()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -301,6 +420,7 @@ class AttackConfig:
     fold_bn: bool = False  # eval mode only: attack a copy with Conv2d+BatchNorm2d folded (fold_batchnorm)
     select_batch: int = 0  # max-average selection: samples per forward pass; 0 = automatic (see
                            # select_max_average: all candidates at once on a GPU, one group at a time on CPU)
+    not_fooled: str = "best"  # samples not fooled at every attacked exit: "best" iterate or "clean" x (App. H)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -318,6 +438,9 @@ class AttackConfig:
         if self.fold_bn and self.mode != "eval":
             _fail("fold_bn", self.fold_bn, "BatchNorm can only be folded in eval mode; use fold_bn=False with mode='train'")
         check_positive_int("select_batch", self.select_batch, 0, "select_batch=0 (automatic) or 512")
+        if self.not_fooled not in NOT_FOOLED:
+            _fail("not_fooled", self.not_fooled, "use not_fooled='best' (default: the attack's best iterate) or "
+                  "not_fooled='clean' (paper App. H: clean x unless every exit is fooled)")
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: _jsonable(getattr(self, f.name)) for f in fields(self)}
@@ -352,38 +475,42 @@ class Attack:
 
     name: ClassVar[str] = "attack"
     Config: ClassVar[type[AttackConfig]] = AttackConfig
+    # Named presets, built as ``name.tag`` (``pgd.tiny``): config overrides on top of the defaults, which are
+    # the paper's. ``tiny`` is the budget the contract tests run (a plugin declares its own; without one they
+    # run the defaults).
+    presets: ClassVar[dict[str, dict[str, Any]]] = {"paper": {}}
     loss_fn: ClassVar[LossFn] = staticmethod(cross_entropy)  # type: ignore[assignment]
 
     def __init__(self, **config: Any) -> None:
-        names = {f.name for f in fields(self.Config)}
-        unknown = sorted(set(config) - names)
-        if unknown:
-            raise UsageError(
-                f"attack {self.name!r} has no option {', '.join(unknown)}; its options are {', '.join(sorted(names))}"
-            )
-        self.config = self.Config(**config)
+        self.config = self.Config(**coerce_config(self.Config, f"attack {self.name!r}", config))
         self.objective = Objective.parse(self.config.objective)
 
     # -- public -------------------------------------------------------------------------------
-    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: Any = None) -> torch.Tensor:
+        """``x_adv`` for the batch ``(x, y)``. ``index``: the samples' indices in the data set (one integer
+        each), which key their random starts (see "seeding" in the module docstring)."""
         self.check_inputs(model, x, y)
-        gen = make_generator(self.config.seed, x.device)
+        rng = AttackRNG(self.config.seed, x.device, sample_keys(index, len(x), x.device))
         x, y = x.detach(), y.detach()
         with model_mode(model, self.config.mode), torch.enable_grad():
             model = self._target(model)
             if self.objective.kind == "max-average":
-                x_adv = self.max_average(model, x, y, gen)
+                x_adv = self.max_average(model, x, y, rng)
             else:
-                x_adv = self.run(model, x, y, self.objective, gen)
+                x_adv = self.run(model, x, y, self.objective, rng)
+            if self.config.not_fooled == "clean":
+                with torch.no_grad():
+                    fooled = ~any_correct(attacked_outputs(model, x_adv, self.objective), y)
+                x_adv = torch.where(fooled.view(-1, *[1] * (x.dim() - 1)), x_adv, x)
         return x_adv.detach()
 
-    def candidates(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def candidates(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: Any = None) -> torch.Tensor:
         """The max-average candidates ``[L, N, ...]``: candidate ``k`` is the single attack on exit ``k``
         (Eq. 1), made with the same seed, mode and budget as :meth:`__call__` uses."""
         self.check_inputs(model, x, y)
-        gen = make_generator(self.config.seed, x.device)
+        rng = AttackRNG(self.config.seed, x.device, sample_keys(index, len(x), x.device))
         with model_mode(model, self.config.mode), torch.enable_grad():
-            return self._candidates(self._target(model), x.detach(), y.detach(), gen).detach()
+            return self._candidates(self._target(model), x.detach(), y.detach(), rng).detach()
 
     def _target(self, model: nn.Module) -> nn.Module:
         """The module the attack differentiates: ``model``, or its BatchNorm-folded copy with ``fold_bn``."""
@@ -399,13 +526,13 @@ class Attack:
 
     # -- for subclasses ------------------------------------------------------------------------
     def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, objective: Objective,
-            generator: torch.Generator) -> torch.Tensor:
-        """One attack on a single-exit (``exit:k``) or ``average`` objective."""
+            rng: AttackRNG) -> torch.Tensor:
+        """One attack on a single-exit (``exit:k``) or ``average`` objective. A sample it does not fool at
+        every attacked exit gets its best iterate (the ``"best"`` rule; the base applies ``"clean"``)."""
         raise NotImplementedError
 
-    def max_average(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-                    generator: torch.Generator) -> torch.Tensor:
-        cands = self._candidates(model, x, y, generator)
+    def max_average(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, rng: AttackRNG) -> torch.Tensor:
+        cands = self._candidates(model, x, y, rng)
         return select_max_average(model, cands, y, amp_dtype=self.amp_dtype, select_batch=self.config.select_batch,
                                   exit_loss=self.exit_loss)[0]
 
@@ -415,10 +542,9 @@ class Attack:
         ``k``."""
         return self.loss_fn(logits, y)
 
-    def _candidates(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-                    generator: torch.Generator) -> torch.Tensor:
+    def _candidates(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, rng: AttackRNG) -> torch.Tensor:
         """Default: the L single attacks one after another."""
-        return torch.stack([self.run(model, x, y, Objective("exit", k), generator)
+        return torch.stack([self.run(model, x, y, Objective("exit", k), rng)
                             for k in range(num_exits(model))])
 
     @property

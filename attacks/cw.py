@@ -17,7 +17,12 @@ Assumptions (App. H.1 gives no more detail; H.3 gives L-inf, eps 0.03 and 50 ste
 * ``kappa = 0``: once an exit is fooled its term stops pushing, so the steps concentrate on the exits that
   still classify correctly;
 * per sample, the first iterate that fools all targeted exits is kept; a sample that is never fooled
-  returns the last iterate;
+  returns its best iterate, the one with the lowest mean margin (``not_fooled="best"``, the default), or
+  the clean ``x`` (``not_fooled="clean"``, App. H's rule; see :mod:`neokd_bench.attacks.base`);
+* the step size is the dataset's PGD step size: ``neokd-bench eval`` (and :func:`neokd_bench.evaluation.evaluate`)
+  passes ``step_size`` from :data:`neokd_bench.presets.THREAT` (e.g. MNIST 20/255, Fashion-MNIST 0.025,
+  CIFAR 2/255, Tiny-ImageNet / ImageNet 2/3 of eps), so 50 steps can cross the eps-ball on every dataset.
+  The class default, 2/255, is the CIFAR step (App. A.2), beside the CIFAR default eps;
 * no random start by default (CW starts from the clean input); ``random_start=True`` adds a uniform one.
 
 Shapes: ``x`` ``[N, C, H, W]`` in [0, 1], ``y`` ``[N]``; returns ``x_adv`` like ``x``.
@@ -35,11 +40,13 @@ import torch
 from torch import nn
 
 from .base import (
-    exit_logits,
     Attack,
     AttackConfig,
+    AttackRNG,
     Objective,
     _fail,
+    any_correct,
+    attacked_outputs,
     check_non_negative,
     check_positive_int,
     project,
@@ -53,19 +60,6 @@ def cw_margin(logits: torch.Tensor, y: torch.Tensor, kappa: float = 0.0) -> torc
     true = z.gather(1, y[:, None]).squeeze(1)
     other = z.masked_fill(torch.nn.functional.one_hot(y, z.shape[1]).bool(), float("-inf")).amax(1)
     return torch.clamp(true - other, min=-kappa)
-
-
-def all_fooled(outputs: list[torch.Tensor], y: torch.Tensor) -> torch.Tensor:
-    """``[N]`` bool: every given exit predicts (argmax) a class other than ``y``."""
-    return torch.stack([o.detach().argmax(1) != y for o in outputs]).all(0)
-
-
-def targeted_exits(model: nn.Module, x: torch.Tensor, objective: Objective) -> list[torch.Tensor]:
-    """Logits of the exits an objective attacks: exit ``k`` alone (computed alone, :func:`~neokd_bench.attacks.base.exit_logits`) or all."""
-    if objective.kind == "exit":
-        k = int(objective.exit)  # type: ignore[arg-type]
-        return [exit_logits(model, x, k)]
-    return list(model(x))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -93,32 +87,32 @@ class CW(Attack):
     (NEO-KD App. H.1)."""
 
     name = "cw"
+    presets = {"paper": {}, "tiny": {"steps": 3, "step_size": 0.02}}
     Config = CWConfig
     config: CWConfig
 
     def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, objective: Objective,
-            generator: torch.Generator) -> torch.Tensor:
+            rng: AttackRNG) -> torch.Tensor:
         cfg = self.config
-        adv = random_start(x, cfg.eps, generator) if cfg.random_start else x.clone()
-        kept = torch.zeros_like(x)
+        adv = random_start(x, cfg.eps, rng) if cfg.random_start else x.clone()
+        kept = x.clone()
         done = torch.zeros(len(x), dtype=torch.bool, device=x.device)
-        for _ in range(cfg.steps):
-            adv.requires_grad_(True)
-            outs = targeted_exits(model, adv, objective)
-            margins = torch.stack([cw_margin(o, y, cfg.kappa) for o in outs])  # [E, N]
-            # Fooled-everywhere test of the current iterate (before its step), kept at first success.
-            fooled = all_fooled(outs, y) & ~done
-            kept[fooled] = adv.detach()[fooled]
+        best = torch.full((len(x),), float("inf"), device=x.device)  # lowest mean margin seen (not fooled)
+        for step in range(cfg.steps + 1):
+            last = step == cfg.steps
+            with torch.set_grad_enabled(not last):
+                adv.requires_grad_(not last)
+                outs = attacked_outputs(model, adv, objective)
+                margin = torch.stack([cw_margin(o, y, cfg.kappa) for o in outs]).mean(0)  # [N]
+            # The current iterate (before its step): kept at first success, else if its margin is the lowest.
+            fooled = ~any_correct(outs, y) & ~done
+            better = ~done & ~fooled & (margin.detach() <= best)
+            keep = fooled | better
+            kept[keep] = adv.detach()[keep]
+            best = torch.where(better, margin.detach(), best)
             done |= fooled
-            if bool(done.all()):
+            if last or bool(done.all()):
                 break
-            (grad,) = torch.autograd.grad(-margins.mean(0).sum(), [adv])
+            (grad,) = torch.autograd.grad(-margin.sum(), [adv])
             adv = project(adv.detach() + cfg.step_size * grad.sign(), x, cfg.eps)
-        else:
-            with torch.no_grad():
-                outs = targeted_exits(model, adv, objective)
-                fooled = all_fooled(outs, y) & ~done
-            kept[fooled] = adv[fooled]
-            done |= fooled
-        kept[~done] = adv.detach()[~done]
         return kept

@@ -41,6 +41,7 @@ from .base import (
     AMP_DTYPES,
     Attack,
     AttackConfig,
+    AttackRNG,
     Objective,
     _fail,
     autocast,
@@ -52,7 +53,6 @@ from .base import (
     project,
     random_start,
 )
-
 
 CASCADE = ("auto", "on", "off")
 STARTS = ("uniform", "trades")
@@ -94,22 +94,24 @@ class PGD(Attack):
     """L-inf PGD with random start; objective ``exit:k``, ``average`` (Eq. 3) or ``max-average`` (Eq. 2).
 
     Source: Madry et al. 2018; the multi-exit objectives follow Hu et al. 2020 (Triple-Wins) as used by
-    NEO-KD (Sec. 3.1). Assumes the model contract of :mod:`neokd_bench.models.base`.
+    NEO-KD (Sec. 3.1). Assumes the model contract of :mod:`neokd_bench.models.base`. Samples it does not
+    fool at every attacked exit keep its last iterate (``not_fooled="best"``) or go back to the clean ``x``
+    (``not_fooled="clean"``, App. H's rule).
     """
 
     name = "pgd"
+    presets = {"paper": {}, "tiny": {"steps": 3, "step_size": 0.02}}
     Config = PGDConfig
     config: PGDConfig
 
     def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, objective: Objective,
-            generator: torch.Generator) -> torch.Tensor:
-        start = self._start(x, generator)
+            rng: AttackRNG) -> torch.Tensor:
+        start = self._start(x, rng)
         return self._lockstep(model, x, y, [start], [objective])[0]
 
-    def _candidates(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-                    generator: torch.Generator) -> torch.Tensor:
+    def _candidates(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, rng: AttackRNG) -> torch.Tensor:
         L = num_exits(model)
-        starts = [self._start(x, generator) for _ in range(L)]  # drawn first: same in both forms
+        starts = [self._start(x, rng) for _ in range(L)]  # drawn first: same in both forms
         objectives = [Objective("exit", k) for k in range(L)]
         if self.config.batched and self._use_cascade(model, x):
             advs = self._cascade(model, x, y, starts)
@@ -120,13 +122,12 @@ class PGD(Attack):
         return torch.stack(advs)
 
     # -----------------------------------------------------------------------------------------
-    def _start(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    def _start(self, x: torch.Tensor, rng: AttackRNG) -> torch.Tensor:
         if not self.config.random_start:
             return x.clone()
         if self.config.start == "trades":  # TRADES (Zhang et al. 2019): x + 0.001 * N(0, 1), clamped to [0, 1]
-            noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype) * 1e-3
-            return torch.clamp(x + noise, 0.0, 1.0)
-        return random_start(x, self.config.eps, generator)
+            return torch.clamp(x + rng.normal(x) * 1e-3, 0.0, 1.0)
+        return random_start(x, self.config.eps, rng)
 
     def _use_cascade(self, model: nn.Module, x: torch.Tensor) -> bool:
         cfg = self.config

@@ -49,6 +49,7 @@ class Slowdown(PGD):
     """L-inf slowdown attack: every exit's softmax toward uniform (DeepSloth, Hong et al. 2021)."""
 
     name = "slowdown"
+    presets = {"paper": {}, "tiny": {"steps": 3, "step_size": 0.02}}
     Config = SlowdownConfig
     config: SlowdownConfig
 

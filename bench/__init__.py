@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from .errors import UsageError
-from .registry import ATTACKS, DATASETS, DEFENSES, MODELS, drop_none
+from .registry import ATTACKS, DATASETS, DEFENSES, MODELS
 
 __version__ = "0.1.0"
 
@@ -25,34 +25,24 @@ __all__ = [
 ]
 
 
-def _build(registry, name: str, kw: dict[str, Any]) -> Any:
-    builder = registry.get(name)
-    try:
-        return builder(**drop_none(kw))
-    except TypeError as exc:
-        if "unexpected keyword" in str(exc) or "got an unexpected" in str(exc):
-            raise UsageError(f"{registry.singular} {name!r}: {exc}; see `neokd-bench list {registry.kind}`") from exc
-        raise
-
-
 def create_model(name: str, **kw: Any):
     """Build a registered multi-exit model (``forward(x, upto=None) -> list[Tensor]``)."""
-    return _build(MODELS, name, kw)
+    return MODELS.build(name, kw)
 
 
 def create_attack(name: str, **kw: Any):
     """Build a registered attack; call it as ``attack(model, x, y) -> x_adv``."""
-    return _build(ATTACKS, name, kw)
+    return ATTACKS.build(name, kw)
 
 
 def create_defense(name: str, **kw: Any):
     """Build a registered defense from its config fields (defaults are the paper's)."""
-    return _build(DEFENSES, name, kw)
+    return DEFENSES.build(name, kw)
 
 
 def load_dataset(name: str, root: str | None = None, **kw: Any):
     """Resolve a dataset: the folder given (or ``$NEOKD_DATA_ROOT``), the system location, the bundled subset."""
-    return _build(DATASETS, name, {"root": root, **kw})
+    return DATASETS.build(name, {"root": root, **kw})
 
 
 def list_models(pattern: str = "*") -> list[str]:

@@ -45,22 +45,31 @@ def _version() -> str:
     return __version__
 
 
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.strict:
         os.environ["NEOKD_STRICT_PLUGINS"] = "1"
     if not getattr(args, "func", None):
-        parser.print_help()
+        print(f"error: no command given; use one of {', '.join(COMMANDS)}, e.g. `neokd-bench list` "
+              f"(see `neokd-bench --help`)", file=sys.stderr)
         return 2
     warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=FutureWarning)
     try:
         rc = args.func(args)
     except UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # the file system said no (disk full, permissions): not a bug, one line
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"error: {exc.strerror or _one_line(exc)}{where}; free space or choose another --out", file=sys.stderr)
         return 2
     except TrainingDivergedError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {_one_line(exc)}", file=sys.stderr)
         return TrainingDivergedError.exit_code
     except KeyboardInterrupt:
         print("interrupted; the last complete checkpoint is kept (use --resume)", file=sys.stderr)

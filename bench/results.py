@@ -28,9 +28,10 @@ import math
 import os
 import platform
 import subprocess
-from functools import lru_cache
+from collections.abc import Iterator
+from functools import cache
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from .errors import UsageError
 from .utils import atomic_write as _atomic_write
@@ -59,13 +60,13 @@ def schema_path(version: str = SCHEMA_VERSION) -> Path:
     )
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_schema(version: str = SCHEMA_VERSION) -> dict[str, Any]:
     """The parsed JSON Schema of ``version``."""
     return json.loads(schema_path(version).read_text())
 
 
-@lru_cache(maxsize=None)
+@cache
 def _validator(version: str):
     from jsonschema import Draft202012Validator
 
@@ -367,9 +368,14 @@ def load_result(path: str | os.PathLike) -> dict:
     if not path.is_file():
         raise UsageError(f"result file {path} not found; pass the path of a result JSON written by `neokd-bench eval`")
     try:
-        obj = json.loads(path.read_text())
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ResultValidationError(f"{path}: a binary file, not a result JSON (a checkpoint.pt? evaluate it with "
+                                    f"`neokd-bench eval` and pass the JSON it writes)") from exc
     except json.JSONDecodeError as exc:
         raise ResultValidationError(f"{path}: not JSON ({exc.msg} at line {exc.lineno})") from exc
+    except OSError as exc:
+        raise UsageError(f"result file {path} cannot be read ({exc.strerror})") from exc
     try:
         validate_result(obj)
     except ResultValidationError as exc:

@@ -21,7 +21,6 @@ Guarantees
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 import math
 import os
@@ -34,8 +33,10 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from .defenses.base import check_parts
 from .errors import TrainingDivergedError, UsageError, check
-from .utils import atomic_torch_save
+from .progress import Progress
+from .utils import atomic_torch_save, derive_seed, remove_stale_temp_files
 
 CHECKPOINT_NAME = "checkpoint.pt"
 
@@ -82,12 +83,6 @@ def resolve_device(name: str = "auto") -> torch.device:
         raise UsageError(f"--device {name!r} is not a device; use auto, cpu or cuda") from exc
 
 
-def derive_seed(*parts: int) -> int:
-    """A stable 63-bit seed from integers (no Python hash randomization)."""
-    h = hashlib.sha256(",".join(str(int(p)) for p in parts).encode()).digest()
-    return int.from_bytes(h[:8], "little") & ((1 << 63) - 1)
-
-
 class _Indexed(Dataset):
     """Yields ``(x, y, index)`` so defenses with per-sample state (TEAT) can key it."""
 
@@ -130,6 +125,37 @@ def _state(obj: Any) -> dict[str, Any] | None:
     return fn() if callable(fn) else None
 
 
+RESUME_FIELDS = (("defense", "--defense"), ("model_name", "--model"), ("model_kwargs", "the model's options"),
+                 ("dataset", "--dataset"), ("preset", "--preset"))
+
+
+def check_resume(state: dict[str, Any], meta: dict[str, Any], cfg: TrainConfig | None, path: Path) -> None:
+    """Refuse, naming the field, a resume whose defense (or its config), model, dataset, preset or training
+    config differs from what the checkpoint was written with. Fields absent from ``meta`` are not compared."""
+    for key, flag in RESUME_FIELDS:
+        if key not in meta or state.get(key) == meta[key]:
+            continue
+        was, now = state.get(key), meta[key]
+        if key == "defense" and isinstance(was, dict) and isinstance(now, dict):
+            if "config" not in now and was.get("name") == now.get("name"):
+                continue  # name only: the config is compared once the defense is set up
+            if was.get("name") != now.get("name"):
+                was, now = was.get("name"), now.get("name")
+            else:
+                a, b = was.get("config") or {}, now.get("config") or {}
+                diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+                field = diff[0] if diff else "config"
+                raise UsageError(f"--resume: {path} was written with defense config {field}={a.get(field)!r}, "
+                                 f"not {b.get(field)!r}; rerun with the same --set options or use a new --out")
+        raise UsageError(f"--resume: {path} was written with {key} {was!r}, not {now!r}; rerun with the same "
+                         f"{flag} or use a new --out folder")
+    if cfg is not None and state.get("train_config") != cfg.to_dict():
+        a, b = state.get("train_config") or {}, cfg.to_dict()
+        diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+        raise UsageError(f"--resume: {path} was written with another training config ({', '.join(diff)} differ); "
+                         f"rerun with the same options or use a new --out folder")
+
+
 def train(
     model: nn.Module,
     defense: Any,
@@ -151,6 +177,8 @@ def train(
     rank, world = _dist()
     out_dir = Path(out_dir)
     ckpt_path = out_dir / CHECKPOINT_NAME
+    if resume and not out_dir.is_dir():
+        raise UsageError(f"--resume: no run folder {out_dir}; run without --resume to start fresh")
     if rank == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
 
@@ -165,21 +193,23 @@ def train(
     start_epoch = 0
     meta = dict(meta or {})
 
+    if rank == 0:
+        remove_stale_temp_files(out_dir)  # what a killed run left of an interrupted write
     if resume and ckpt_path.exists():
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        if state.get("train_config") != cfg.to_dict():
-            raise UsageError(
-                f"--resume: {ckpt_path} was written with another training config; "
-                f"rerun with the same options or use a new --out directory")
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
+        state = load_checkpoint(ckpt_path)
+        check_resume(state, meta, cfg, ckpt_path)
+        try:
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+            sched.load_state_dict(state["scheduler"])
+        except (KeyError, RuntimeError, ValueError) as exc:
+            raise UsageError(f"--resume: {ckpt_path} does not match this model ({type(exc).__name__}); "
+                             f"use a new --out folder") from exc
         if state.get("defense_state") is not None and hasattr(defense, "load_state_dict"):
             defense.load_state_dict(state["defense_state"])
         history = list(state["history"])
         start_epoch = int(state["epoch"]) + 1
-    elif resume:
-        raise UsageError(f"--resume: no checkpoint at {ckpt_path}; run without --resume to start fresh")
+    # resume without a checkpoint in an existing folder: killed before the first checkpoint; start at epoch 1
 
     if distributed:
         for t in list(model.parameters()) + list(model.buffers()):
@@ -189,8 +219,7 @@ def train(
     autocast = (torch.autocast(device_type=device.type, dtype=torch.bfloat16)
                 if cfg.amp == "bf16" else None)
     t_start = time.perf_counter()
-    prog = _Progress(enabled=progress and rank == 0)
-    with prog:
+    with Progress(progress and rank == 0) as prog:
         for epoch in range(start_epoch, cfg.epochs):
             torch.manual_seed(derive_seed(cfg.seed, epoch))
             gen = torch.Generator().manual_seed(derive_seed(cfg.seed, epoch, 1))
@@ -207,7 +236,7 @@ def train(
             model.train()
             sums: dict[str, float] = {}
             seen, t0 = 0, time.perf_counter()
-            task = prog.start_epoch(epoch, cfg.epochs, len(loader))
+            advance = prog.task(f"epoch {epoch + 1}/{cfg.epochs}", len(loader))
             for step, (x, y, idx) in enumerate(loader):
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
                 kw = {"index": idx} if pass_index else {}
@@ -235,9 +264,12 @@ def train(
                 n = x.shape[0]
                 seen += n
                 sums["loss"] = sums.get("loss", 0.0) + float(loss.detach()) * n
+                check_parts(defense, parts)
                 for k, v in parts.items():
                     sums[k] = sums.get(k, 0.0) + float(v) * n
-                prog.advance(task, {k: v / seen for k, v in sums.items()}, seen / (time.perf_counter() - t0))
+                if prog.enabled:
+                    stats = " ".join(f"{k}={v / seen:.3f}" for k, v in sums.items())
+                    advance(1, stats=f"{stats} {seen / (time.perf_counter() - t0):.0f} img/s")
             lr_used = opt.param_groups[0]["lr"]
             sched.step()
             wall = time.perf_counter() - t0
@@ -269,58 +301,50 @@ def train(
     }
 
 
-class _Progress:
-    """A rich progress bar with the loss components, images per second and time left."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-        self._p = None
-
-    def __enter__(self) -> "_Progress":
-        if self.enabled:
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                       TimeRemainingColumn)
-
-            self._p = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                               TextColumn("{task.fields[stats]}"), TimeRemainingColumn(), transient=False)
-            self._p.__enter__()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self._p is not None:
-            self._p.__exit__(*exc)
-
-    def start_epoch(self, epoch: int, epochs: int, steps: int) -> Any:
-        if self._p is None:
-            return None
-        return self._p.add_task(f"epoch {epoch + 1}/{epochs}", total=steps, stats="")
-
-    def advance(self, task: Any, means: dict[str, float], ips: float) -> None:
-        if self._p is None:
-            return
-        stats = " ".join(f"{k}={v:.3f}" for k, v in means.items()) + f" {ips:.0f} img/s"
-        self._p.update(task, advance=1, stats=stats)
-
-
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Load a trainer checkpoint safely (``weights_only=True``)."""
     path = Path(path)
     if not path.exists():
         raise UsageError(f"no checkpoint at {path}; pass the checkpoint.pt written by `neokd-bench run`")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise UsageError(f"{path} is not a readable neokd-bench checkpoint ({type(exc).__name__}); "
                          f"pass the checkpoint.pt written by `neokd-bench run`") from exc
+    if not isinstance(state, dict):
+        raise UsageError(f"{path} holds a {type(state).__name__}, not a neokd-bench checkpoint; "
+                         f"pass the checkpoint.pt written by `neokd-bench run`")
+    return state
 
 
-def model_from_checkpoint(state: dict[str, Any]) -> nn.Module:
+def model_from_checkpoint(state: dict[str, Any], path: str | Path = "the checkpoint") -> nn.Module:
+    """The model a checkpoint was trained as, with its weights; a mismatch is a one-line error."""
     from . import create_model
 
-    model = create_model(state["model_name"], **dict(state.get("model_kwargs") or {}))
-    model.load_state_dict(state["model"])
+    kwargs = state.get("model_kwargs") or {}
+    name = state.get("model_name")
+    if not isinstance(name, str) or not isinstance(kwargs, dict) or not isinstance(state.get("model"), dict):
+        raise UsageError(f"{path}: model_name, model_kwargs or model has the wrong type; pass a checkpoint.pt "
+                         f"written by `neokd-bench run`")
+    try:
+        model = create_model(name, **kwargs)
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"{path}: model {name!r} cannot be built from the checkpoint's model_kwargs "
+                         f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from exc
+    try:
+        model.load_state_dict(state["model"])
+    except (RuntimeError, KeyError, TypeError) as exc:
+        raise UsageError(f"{path}: the weights do not fit model {name!r} with its model_kwargs (another model or "
+                         f"number of classes); pass the checkpoint.pt of that run") from exc
     return model.eval()
 
 
-__all__ = ["TrainConfig", "train", "resolve_device", "derive_seed", "load_checkpoint",
-           "model_from_checkpoint", "CHECKPOINT_NAME"]
+__all__ = [
+    "CHECKPOINT_NAME",
+    "TrainConfig",
+    "derive_seed",
+    "load_checkpoint",
+    "model_from_checkpoint",
+    "resolve_device",
+    "train",
+]

@@ -32,8 +32,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from .base import (DefenseConfig, ce_sum, forward_both, resolve_teacher,
-                   TeacherKDDefense, teacher_variant)
+from .base import DefenseConfig, TeacherKDDefense, ce_sum, forward_both, resolve_teacher
 from .kd import kd_kl
 from .skd import tempered_teacher
 
@@ -95,9 +94,3 @@ class ARD(TeacherKDDefense):
         loss = ce_clean + ce_adv + cfg.weight * kd
         return loss, {"ce_clean": ce_clean.detach(), "ce_adv": ce_adv.detach(), "kd": kd.detach()}
 
-
-# Table A4 (CIFAR-10, 3 exits) rows; registry names use 0-based exits like every config ("exit:0").
-ARDExit0 = teacher_variant(ARD, "ARDExit0", "ard-exit0", 0, "ARD (exit 1)", __name__)
-ARDExit1 = teacher_variant(ARD, "ARDExit1", "ard-exit1", 1, "ARD (exit 2)", __name__)
-ARDExit2 = teacher_variant(ARD, "ARDExit2", "ard-exit2", 2, "ARD (exit 3)", __name__)
-ARDEnsemble = teacher_variant(ARD, "ARDEnsemble", "ard-ensemble", "ensemble", "ARD (ensemble)", __name__)

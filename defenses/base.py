@@ -26,18 +26,18 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import re
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
+from ..attacks.base import Objective
+from ..config import coerce_config
 from ..errors import UsageError
 
 ATTACK_MODES = ("eval", "train")
 AMP_ALIASES = {"bf16": "bfloat16", "bfloat16": "bfloat16", "fp16": "float16", "float16": "float16"}
-_EXIT_OBJECTIVE = re.compile(r"^exit:(\d+)$")
 
 
 @dataclass(frozen=True)
@@ -84,20 +84,25 @@ class Defense:
     Config: ClassVar[type] = DefenseConfig
     source: ClassVar[str] = ""
     assumptions: ClassVar[tuple[str, ...]] = ()
+    # Tags, built as ``name.tag``: config overrides on top of the defaults (which are the paper's).
+    presets: ClassVar[dict[str, dict[str, Any]]] = {"paper": {}}
+    # Set on a defense built as a named preset of this class (``nkd`` is ``neokd`` with beta=0;
+    # :mod:`neokd_bench.defenses.variants`); it goes into :meth:`describe`.
+    variant: Any = None
 
     def __init__(self, **config_kwargs: Any) -> None:
-        fields = {f.name: f for f in dataclasses.fields(self.Config)}
-        unknown = sorted(set(config_kwargs) - set(fields))
-        if unknown:
-            raise UsageError(
-                f"defense {self.name!r} has no option {unknown[0]!r}; its options are: {', '.join(fields)}"
-            )
-        kw = {k: self._coerce(k, v, fields[k]) for k, v in config_kwargs.items()}
-        kw = self.normalize_kwargs(kw)
-        try:
-            cfg = self.Config(**kw)
-        except TypeError as exc:  # pragma: no cover - dataclass signature mismatch
-            raise UsageError(f"defense {self.name!r}: {exc}") from exc
+        owner = f"defense {self.name!r}"
+        amp = config_kwargs.get("attack_amp")
+        if isinstance(amp, str) and amp.strip().lower() in AMP_ALIASES:
+            config_kwargs = {**config_kwargs, "attack_amp": AMP_ALIASES[amp.strip().lower()]}
+        kw = coerce_config(self.Config, owner, config_kwargs)
+        if "train_attack" in kw:  # one parser for objectives, the attacks' (canonical spelling kept)
+            try:
+                kw["train_attack"] = str(Objective.parse(kw["train_attack"]))
+            except UsageError:
+                raise UsageError(f"train_attack {kw['train_attack']!r} is not an objective; use max-average, "
+                                 "average or exit:K (0-based)") from None
+        cfg = self.Config(**self.normalize_kwargs(kw))
         self._validate_common(cfg)
         self.validate(cfg)
         self.config = cfg
@@ -108,58 +113,20 @@ class Defense:
         self.epoch: int | None = None
 
     # -- configuration ---------------------------------------------------------------------------
-    @staticmethod
-    def _coerce(name: str, value: Any, f: dataclasses.Field) -> Any:
-        """Accept what a CLI or JSON file gives: lists for tuples, ints for floats, aliases for AMP."""
-        if value is None:
-            return None
-        if isinstance(value, list):
-            value = tuple(value)
-        if name == "attack_amp" and isinstance(value, str):
-            if value.lower() in ("none", ""):
-                return None
-            if value.lower() not in AMP_ALIASES:
-                raise UsageError(
-                    f"attack_amp {value!r} is not supported; use bfloat16, float16 or leave it unset"
-                )
-            return AMP_ALIASES[value.lower()]
-        ftype = str(f.type)
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, int) and ftype.startswith("float"):
-            return float(value)
-        if isinstance(value, str) and ftype.startswith("float"):
-            try:
-                return float(value)
-            except ValueError:
-                raise UsageError(f"option {name}={value!r} must be a number") from None
-        if isinstance(value, str) and ftype.startswith("int"):
-            try:
-                return int(value)
-            except ValueError:
-                raise UsageError(f"option {name}={value!r} must be an integer") from None
-        return value
-
     def _validate_common(self, cfg: DefenseConfig) -> None:
-        ta = cfg.train_attack
-        if ta not in ("max-average", "average") and not _EXIT_OBJECTIVE.match(str(ta)):
-            raise UsageError(
-                f"train_attack {ta!r} is not an objective; use max-average, average or exit:K (0-based)"
-            )
         if cfg.eps is not None and not cfg.eps >= 0:
             raise UsageError(f"eps must be >= 0 (got {cfg.eps}); e.g. eps=0.03137 for 8/255")
         if cfg.step_size is not None and not cfg.step_size > 0:
             raise UsageError(f"step_size must be > 0 (got {cfg.step_size}); e.g. step_size=0.00784 for 2/255")
-        if not isinstance(cfg.steps, int) or cfg.steps < 1:
+        if cfg.steps < 1:
             raise UsageError(
                 f"steps must be an integer >= 1 (got {cfg.steps!r}); the paper trains with steps=7"
             )
         if cfg.attack_mode not in ATTACK_MODES:
             raise UsageError(f"attack_mode {cfg.attack_mode!r} is not supported; use eval or train")
         if cfg.attack_amp is not None and cfg.attack_amp not in AMP_ALIASES.values():
-            raise UsageError(f"attack_amp {cfg.attack_amp!r} is not supported; use bfloat16 or float16")
-        if cfg.attack_fold_bn not in (True, False):
-            raise UsageError(f"attack_fold_bn {cfg.attack_fold_bn!r} is not a boolean; use true or false")
+            raise UsageError(f"attack_amp {cfg.attack_amp!r} is not supported; use bfloat16, float16 or "
+                             "leave it unset")
 
     def normalize_kwargs(self, kw: dict[str, Any]) -> dict[str, Any]:
         """Subclass hook: turn user-facing spellings into canonical field values before validation."""
@@ -184,8 +151,8 @@ class Defense:
                 eps=t.eps if cfg.eps is None else cfg.eps,
                 step_size=t.step_size if cfg.step_size is None else cfg.step_size,
             )
-        m = _EXIT_OBJECTIVE.match(cfg.train_attack)
-        if m and int(m.group(1)) >= num_exits:
+        objective = Objective.parse(cfg.train_attack)
+        if objective.kind == "exit" and int(objective.exit) >= num_exits:  # type: ignore[arg-type]
             raise UsageError(
                 f"train_attack {cfg.train_attack!r} is out of range for a {num_exits}-exit model; "
                 f"use exit:0..exit:{num_exits - 1}"
@@ -245,7 +212,9 @@ class Defense:
     def loss(
         self, model: nn.Module, x: Tensor, x_adv: Tensor, y: Tensor, index: Tensor | None = None
     ) -> tuple[Tensor, dict[str, Tensor]]:
-        """Scalar training loss (batch mean, summed over exits) and named detached components."""
+        """Scalar training loss (batch mean, summed over exits) and named detached components. The trainer
+        logs the loss as ``loss`` and each component under its name; a component may not be named ``loss``
+        (nor another name in :data:`RESERVED_PARTS`)."""
         raise NotImplementedError
 
     def training_step(
@@ -261,13 +230,17 @@ class Defense:
     # -- provenance -------------------------------------------------------------------------------
     def describe(self) -> dict[str, Any]:
         """JSON-ready: name, the (resolved) config, the assumptions and the source."""
-        return {
+        out = {
             "name": self.name,
             "class": f"{type(self).__module__}.{type(self).__qualname__}",
             "config": _jsonable(dataclasses.asdict(self.config)),
             "assumptions": list(self.all_assumptions()),
             "source": self.source,
         }
+        if self.variant is not None:
+            out["source"] = f"{self.source}; {self.variant.source}"
+            out["variant"] = _jsonable(self.variant.describe())
+        return out
 
     common_assumptions: ClassVar[tuple[str, ...]] = (
         (
@@ -285,10 +258,25 @@ class Defense:
 
     def all_assumptions(self) -> tuple[str, ...]:
         """The shared assumptions (a subclass may replace them) followed by the defense's own."""
-        return tuple(self.common_assumptions) + tuple(self.assumptions)
+        extra = self.variant.assumptions if self.variant is not None else ()
+        return tuple(self.common_assumptions) + tuple(self.assumptions) + tuple(extra)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.config})"
+
+
+# Names the trainer writes into each epoch's log beside the loss parts: a part may not take one of them
+# (a part named "loss" would be added to the trainer's own "loss" entry, doubling the logged loss).
+RESERVED_PARTS = frozenset({"loss", "epoch", "lr", "imgs_per_s", "wall_s"})
+
+
+def check_parts(defense: Any, parts: dict[str, Any]) -> None:
+    """One-line :class:`UsageError` when a loss part takes a name the trainer reserves."""
+    clash = sorted(RESERVED_PARTS.intersection(parts))
+    if clash:
+        name = getattr(defense, "name", type(defense).__name__)
+        raise UsageError(f"defense {name!r} returns a loss part named {clash[0]!r}, which the trainer reserves for "
+                         f"its own log ({', '.join(sorted(RESERVED_PARTS))}); rename it, e.g. 'ce_adv'")
 
 
 # -- loss helpers shared by the defenses ------------------------------------------------------------
@@ -335,21 +323,6 @@ def coerce_teacher(teacher: Any) -> int | str:
     raise UsageError(
         f"teacher {teacher!r} is not valid; use last, ensemble or a 0-based exit index such as 0"
     )
-
-
-def teacher_variant(base: type, cls_name: str, reg_name: str, teacher: Any, label: str, module: str) -> type:
-    """A registered Table A4 variant of ``base`` (SKD or ARD) whose config default is ``teacher``."""
-    cfg = dataclasses.dataclass(frozen=True)(
-        type(f"{cls_name}Config", (base.Config,),
-             {"__annotations__": {"teacher": Any}, "teacher": teacher, "__module__": module})
-    )
-    return type(cls_name, (base,), {
-        "name": reg_name,
-        "Config": cfg,
-        "source": base.source + f"; Table A4 row '{label}'",
-        "__doc__": f"Table A4 '{label}': {base.name.upper()} with teacher={teacher!r} (0-based exit index or 'ensemble').",
-        "__module__": module,
-    })
 
 
 class TeacherKDDefense(Defense):

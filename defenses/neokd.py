@@ -13,9 +13,10 @@ DESIGN.md ("NEO-KD loss", "NKD", "EOKD"). Eq. 7, averaged over the batch and sum
   and the adversarial output of exit i (:func:`neokd_bench.defenses.kd.orthogonal_soft_labels`).
 * One adversarial batch (max-average by default, average for App. C) serves every exit.
 
-Ablations (same class, other fields): ``nkd`` (beta=0) and ``eokd`` (alpha=0) for Table 6;
-``nkd-no-ensemble`` (neighbourhood="self") and ``nkd-ensemble-all`` (neighbourhood="all") for Table 7. The
-Table 7 rows are NEO-KD with another NKD neighbourhood, so EOKD stays on (beta=1) there.
+Ablations (this class, other fields; named presets in :mod:`neokd_bench.defenses.variants`): ``nkd``
+(beta=0) and ``eokd`` (alpha=0) for Table 6; ``nkd-no-ensemble`` (neighbourhood="self") and
+``nkd-ensemble-all`` (neighbourhood="all") for Table 7. The Table 7 rows are NEO-KD with another NKD
+neighbourhood, so EOKD stays on (beta=1) there.
 """
 
 from __future__ import annotations
@@ -38,10 +39,6 @@ from .kd import (
     soft_cross_entropy,
 )
 
-_TABLE7 = (
-    "Table 7 variants keep EOKD (beta=1): its 'Ensemble neighbors (NKD)' row (44.20% avg.) equals "
-    "full NEO-KD in Table 6, so the rows are NEO-KD with another NKD neighbourhood."
-)
 _SOURCE = "Ham et al., NEO-KD, NeurIPS 2023, Sec. 3.2 Eq. 5-7, App. A.2; DESIGN.md (NKD, EOKD)"
 
 
@@ -85,14 +82,6 @@ class NEOKD(Defense):
         nb = kw.get("neighbourhood")
         if isinstance(nb, str) and nb.strip().isdigit():
             kw["neighbourhood"] = int(nb)
-        if "gamma" in kw and kw["gamma"] is not None:
-            g = kw["gamma"]
-            if isinstance(g, (int, float)):
-                g = (g,)
-            try:
-                kw["gamma"] = tuple(float(v) for v in g)
-            except (TypeError, ValueError):
-                raise UsageError(f"gamma {g!r} must be a list of numbers, one per exit") from None
         return kw
 
     def validate(self, cfg: NEOKDConfig) -> None:
@@ -176,56 +165,3 @@ class NEOKD(Defense):
             parts["eokd"] = eokd_raw.detach()
         return loss, parts
 
-
-@dataclass(frozen=True)
-class NKDOnlyConfig(NEOKDConfig):
-    beta: float = 0.0
-
-
-class NKDOnly(NEOKD):
-    """Table 6 ablation "NKD": NEO-KD with beta = 0 (no EOKD)."""
-
-    name = "nkd"
-    Config = NKDOnlyConfig
-    source = _SOURCE + "; Table 6 (NKD only)"
-
-
-@dataclass(frozen=True)
-class EOKDOnlyConfig(NEOKDConfig):
-    alpha: float = 0.0
-
-
-class EOKDOnly(NEOKD):
-    """Table 6 ablation "EOKD": NEO-KD with alpha = 0 (no NKD)."""
-
-    name = "eokd"
-    Config = EOKDOnlyConfig
-    source = _SOURCE + "; Table 6 (EOKD only)"
-
-
-@dataclass(frozen=True)
-class NKDNoEnsembleConfig(NEOKDConfig):
-    neighbourhood: str | int = "self"
-
-
-class NKDNoEnsemble(NEOKD):
-    """Table 7 "no ensembling": each exit's NKD teacher is its own clean prediction (EOKD kept)."""
-
-    name = "nkd-no-ensemble"
-    Config = NKDNoEnsembleConfig
-    source = _SOURCE + "; Table 7 (no ensembling)"
-    assumptions = NEOKD.assumptions + (_TABLE7,)
-
-
-@dataclass(frozen=True)
-class NKDEnsembleAllConfig(NEOKDConfig):
-    neighbourhood: str | int = "all"
-
-
-class NKDEnsembleAll(NEOKD):
-    """Table 7 "ensemble all exits": every exit's NKD teacher averages all exits' clean predictions (EOKD kept)."""
-
-    name = "nkd-ensemble-all"
-    Config = NKDEnsembleAllConfig
-    source = _SOURCE + "; Table 7 (ensemble all exits)"
-    assumptions = NEOKD.assumptions + (_TABLE7,)

@@ -32,8 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import (DefenseConfig, ce_sum, forward_both, resolve_teacher,
-                   TeacherKDDefense, teacher_variant)
+from .base import DefenseConfig, TeacherKDDefense, ce_sum, forward_both, resolve_teacher
 from .kd import kd_kl
 
 _SOURCE = (
@@ -101,9 +100,3 @@ class SKD(TeacherKDDefense):
         loss = ce_clean + ce_adv + cfg.weight * kd
         return loss, {"ce_clean": ce_clean.detach(), "ce_adv": ce_adv.detach(), "kd": kd.detach()}
 
-
-# Table A4 (CIFAR-10, 3 exits) rows; registry names use 0-based exits like every config ("exit:0").
-SKDExit0 = teacher_variant(SKD, "SKDExit0", "skd-exit0", 0, "SKD (exit 1)", __name__)
-SKDExit1 = teacher_variant(SKD, "SKDExit1", "skd-exit1", 1, "SKD (exit 2)", __name__)
-SKDExit2 = teacher_variant(SKD, "SKDExit2", "skd-exit2", 2, "SKD (exit 3)", __name__)
-SKDEnsemble = teacher_variant(SKD, "SKDEnsemble", "skd-ensemble", "ensemble", "SKD (ensemble)", __name__)

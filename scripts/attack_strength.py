@@ -21,7 +21,7 @@ import torch
 
 def main(argv: list[str] | None = None) -> int:
     import neokd_bench as nb
-    from neokd_bench.attacks.masking import attacked_accuracy, per_exit_accuracy
+    from neokd_bench.evaluation.masking import attacked_accuracy, per_exit_accuracy
     from neokd_bench.presets import threat
     from neokd_bench.trainer import load_checkpoint, model_from_checkpoint, resolve_device
 

@@ -13,14 +13,7 @@ from neokd_bench.flops import exit_flops, exit_path_flops, full_forward_flops
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Batch-2 forwards of small models gain nothing from a second thread, and on a busy 2-core machine
-    the thread pool's start-up costs seconds; restore the session's setting afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

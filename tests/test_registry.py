@@ -8,11 +8,10 @@ import textwrap
 import warnings
 from pathlib import Path
 
-import pytest
-
 import neokd_bench as nb
+import pytest
 from neokd_bench.errors import UsageError
-from neokd_bench.registry import REGISTRIES, PluginWarning, Registry
+from neokd_bench.registry import REGISTRIES, PluginWarning, Registry, _pyproject_entry_points
 
 
 def test_duplicate_name_is_an_error():
@@ -54,12 +53,16 @@ def test_broken_plugin_warns_and_strict_raises(monkeypatch):
 
 @pytest.mark.parametrize("kind", sorted(REGISTRIES))
 def test_every_builtin_resolves(kind):
+    """Every entry resolves and is of its registry's kind; the built-ins are exactly pyproject.toml's
+    entry points (the others come from the test-only distribution in tests/plugin_dist)."""
     reg = REGISTRIES[kind]
     names = reg.names()
     assert names, f"no {kind} registered"
     resolved = reg.resolve_all(strict=True)
     assert sorted(resolved) == names
-    assert all(reg.entry(n).source == "builtin" for n in names)
+    declared = {name for name, _ in _pyproject_entry_points(reg.group)}
+    assert {n for n in names if reg.entry(n).source == "builtin"} == declared
+    assert all(reg.entry(n).source in ("builtin", "neokd-test-plugins") for n in names)
 
 
 def test_list_filters_by_pattern():
@@ -107,8 +110,19 @@ def plugin_path(tmp_path: Path) -> Path:
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: neokd-plugin-demo\nVersion: 0.1\n")
     (dist / "entry_points.txt").write_text(
         "[neokd_bench.models]\ntwo-exit-mlp = neokd_plugin_demo:two_exit_mlp\n"
-        "[neokd_bench.defenses]\nbroken-demo = neokd_plugin_demo:does_not_exist\n")
+        "[neokd_bench.defenses]\nbroken-demo = neokd_plugin_demo:does_not_exist\n"
+        "wrong-kind-demo = neokd_plugin_demo:TwoExitMLP\n")
     return tmp_path
+
+
+def test_an_entry_point_of_the_wrong_kind_is_refused(plugin_path, monkeypatch):
+    """A defense entry point that names a model class is refused when it loads, in one line."""
+    monkeypatch.syspath_prepend(str(plugin_path))
+    reg = Registry("defenses", base_cls="neokd_bench.defenses.base:Defense")
+    assert "wrong-kind-demo" in reg.names()
+    with pytest.raises(UsageError) as info:
+        reg.get("wrong-kind-demo", strict=True)
+    assert "TwoExitMLP is not a Defense subclass" in _one_line(info)
 
 
 def test_plugin_is_listed_and_built(plugin_path, monkeypatch):
@@ -150,3 +164,73 @@ def _env(**kw: str) -> dict[str, str]:
     env.update(kw)
     env.setdefault("HF_HUB_OFFLINE", "1")
     return env
+
+
+# -- name.tag: a tag is a declared preset, never dropped (issue 9, item 8) ---------------------------
+def _one_line(exc_info) -> str:
+    msg = str(exc_info.value)
+    assert "\n" not in msg
+    return msg
+
+
+@pytest.mark.parametrize("create,name,hint", [
+    (nb.create_defense, "neokd.pape", "did you mean neokd.paper? known tags: paper"),
+    (nb.create_defense, "nkd.smoke", "known tags: paper"),
+    (nb.create_attack, "pgd.tiyn", "did you mean pgd.tiny? known tags: paper, tiny"),
+    (nb.create_model, "smallcnn.paper", "it has no tags"),
+])
+def test_unknown_tag_is_a_one_line_error_listing_the_known_tags(create, name, hint):
+    with pytest.raises(UsageError) as info:
+        create(name)
+    msg = _one_line(info)
+    assert f"unknown tag {name.split('.')[1]!r}" in msg and hint in msg
+
+
+def test_a_known_tag_applies_its_overrides_under_the_users():
+    assert nb.create_attack("pgd.tiny").config.steps == nb.create_attack("pgd").presets["tiny"]["steps"]
+    assert nb.create_attack("pgd.tiny", steps=5).config.steps == 5
+    assert nb.create_attack("pgd.paper").config == nb.create_attack("pgd").config
+    assert nb.create_defense("neokd.paper").config == nb.create_defense("neokd").config
+
+
+@pytest.mark.parametrize("name", ["neokd.paper.smoke", "adv./../../../escaped", "adv/escaped", "../adv",
+                                  "adv.", ".paper", "ad v", "adv:paper", "adv\\x", ""])
+def test_malformed_names_are_one_line_errors(name):
+    with pytest.raises(UsageError) as info:
+        nb.create_defense(name)
+    assert "NAME or NAME.TAG" in _one_line(info)
+
+
+def test_a_registered_name_cannot_contain_a_dot_or_path_characters():
+    reg = Registry("things")
+    for bad in ("a.b", "a/b", "../a", "a b"):
+        with pytest.raises(ValueError, match="invalid thing name"):
+            reg.add(bad, "math:sqrt")
+
+
+# -- base_cls: a plugin of the wrong kind is refused when it loads (item 12) -------------------------
+@pytest.mark.parametrize("target,why", [("collections:OrderedDict", "is not a Defense subclass"),
+                                        ("math:pi", "float object is not callable")])
+def test_a_plugin_of_the_wrong_kind_is_refused_at_load(monkeypatch, target, why):
+    monkeypatch.delenv("NEOKD_STRICT_PLUGINS", raising=False)
+    reg = Registry("defenses", base_cls="neokd_bench.defenses.base:Defense")
+    reg._discovered = True
+    reg.add("wrong-kind", target, source="someplugin")
+    reg.add("adv", "neokd_bench.defenses.adv:Adv", source="builtin")
+    with pytest.warns(PluginWarning, match=why):
+        assert list(reg.resolve_all()) == ["adv"]  # listed as broken, the rest still loads
+    assert why in reg.broken["wrong-kind"]
+    with pytest.raises(UsageError) as info:
+        reg.get("wrong-kind", strict=True)
+    assert why in _one_line(info)
+
+
+def test_a_builder_function_is_checked_on_what_it_builds():
+    import torch
+
+    reg = Registry("models", base_cls="neokd_bench.models.base:MultiExitModel")
+    reg._discovered = True
+    reg.add("linear", lambda **kw: torch.nn.Linear(2, 2))
+    with pytest.raises(UsageError) as info:
+        reg.build("linear", {})
+    assert "built a Linear, not a MultiExitModel" in _one_line(info)

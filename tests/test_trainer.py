@@ -10,10 +10,9 @@ import sys
 import time
 from pathlib import Path
 
+import neokd_bench as nb
 import pytest
 import torch
-
-import neokd_bench as nb
 from neokd_bench.errors import TrainingDivergedError, UsageError
 from neokd_bench.trainer import TrainConfig, derive_seed, load_checkpoint, train
 
@@ -46,7 +45,7 @@ def test_derive_seed_is_stable():
 def test_resume_after_sigkill_gives_the_same_weights(tmp_path):
     full, killed = tmp_path / "full", tmp_path / "killed"
     p = _cli(*TINY, "--epochs", "3", "--out", str(full))
-    out, err = p.communicate(timeout=600)
+    _, err = p.communicate(timeout=600)
     assert p.returncode == 0, err
     # the same run, killed with SIGKILL in the middle of its second epoch
     p = _cli(*TINY, "--epochs", "3", "--out", str(killed))
@@ -109,7 +108,7 @@ def test_two_gloo_processes_train_and_write_one_result(tmp_path):
             "--defense", "adv", "--dataset", "fashion-mnist", "--preset", "smoke", "--epochs", "1",
             "--train-limit", "256", "--batch-size", "64", "--set", "steps=2", "--quiet", "--device", "cpu",
             "--test-limit", "64", "--eval-steps", "2", "--metrics", "anytime", "--out", str(out)]
-    proc = subprocess.run(args, capture_output=True, text=True, env=env, timeout=900)
+    proc = subprocess.run(args, capture_output=True, text=True, env=env, timeout=900, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = sorted(out.glob("*.json"))
     assert [r.name for r in results] == ["result.json"]
@@ -117,3 +116,69 @@ def test_two_gloo_processes_train_and_write_one_result(tmp_path):
 
     res = load_result(results[0])
     assert res["training"]["world_size"] == 2
+
+
+# ------------------------------------------------------------------------------------------------
+# resume: refusals, a truncated checkpoint, a kill during the first checkpoint write (issue 9, 17/18/22)
+# ------------------------------------------------------------------------------------------------
+SMALL = ["run", "--dataset", "fashion-mnist", "--train-limit", "64", "--batch-size", "32", "--quiet",
+         "--no-eval", "--device", "cpu", "--epochs", "1"]
+
+
+def _run(capsys, *argv: str) -> tuple[int, str]:
+    from neokd_bench.cli import main
+
+    capsys.readouterr()
+    rc = main([*SMALL, *argv])
+    return rc, capsys.readouterr().err.strip()
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory):
+    from neokd_bench.cli import main
+
+    out = tmp_path_factory.mktemp("small") / "run"
+    assert main([*SMALL, "--defense", "adv", "--preset", "smoke", "--set", "steps=1", "--out", str(out)]) == 0
+    return out
+
+
+@pytest.mark.parametrize("change, field", [
+    (["--defense", "neokd", "--preset", "smoke", "--set", "steps=1"], "defense 'adv', not 'neokd'"),
+    (["--defense", "adv", "--preset", "smoke", "--set", "steps=2"], "defense config steps=1"),
+    (["--defense", "adv", "--preset", "paper", "--set", "steps=1", "--lr", "0.05"], "preset 'fashion-mnist.smoke'"),
+])
+def test_resume_under_another_defense_config_or_preset_is_refused(small_run, tmp_path, capsys, change, field):
+    out = tmp_path / "run"
+    shutil.copytree(small_run, out)
+    before = (out / "checkpoint.pt").read_bytes()
+    rc, err = _run(capsys, *change, "--out", str(out), "--resume")
+    assert rc == 2 and len(err.splitlines()) == 1 and field in err, err
+    assert (out / "checkpoint.pt").read_bytes() == before
+
+
+def test_truncated_checkpoint_on_resume_is_one_line(small_run, tmp_path, capsys):
+    out = tmp_path / "run"
+    shutil.copytree(small_run, out)
+    data = (out / "checkpoint.pt").read_bytes()
+    (out / "checkpoint.pt").write_bytes(data[: len(data) // 2])
+    rc, err = _run(capsys, "--defense", "adv", "--preset", "smoke", "--set", "steps=1", "--out", str(out), "--resume")
+    assert rc == 2 and len(err.splitlines()) == 1 and "not a readable neokd-bench checkpoint" in err, err
+
+
+def test_kill_during_the_first_checkpoint_write_is_recoverable(small_run, tmp_path, capsys):
+    """What SIGKILL leaves during the first write: the run folder, a partial temporary file, no checkpoint.
+    --resume starts over, removes the stale file, and ends with the uninterrupted run's weights."""
+    out = tmp_path / "run"
+    out.mkdir()
+    stale = out / ".checkpoint.pt.0123456789abcdef.tmp"
+    stale.write_bytes((small_run / "checkpoint.pt").read_bytes()[:1000])
+    rc, err = _run(capsys, "--defense", "adv", "--preset", "smoke", "--set", "steps=1", "--out", str(out), "--resume")
+    assert rc == 0, err
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt"]
+    a, b = _weights(small_run / "checkpoint.pt"), _weights(out / "checkpoint.pt")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_of_a_folder_that_does_not_exist_is_refused(tmp_path, capsys):
+    rc, err = _run(capsys, "--defense", "adv", "--preset", "smoke", "--out", str(tmp_path / "none"), "--resume")
+    assert rc == 2 and "no run folder" in err and not (tmp_path / "none").exists()

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from ..errors import UsageError, check
 
@@ -99,14 +100,18 @@ def run_compare(args: argparse.Namespace) -> int:
 
     check(len(args.results) >= 2, "compare needs at least two result files, e.g. "
                                   "`neokd-bench compare neokd.json adv.json --target 41.21`")
-    paths = [Path(p) for p in args.results]
-    results = [load_result(p) for p in paths]
-    labels = _labels(results, paths)
     target = args.target
     if target is not None:
         check(math.isfinite(target) and 0 < target <= 100, f"--target must be an accuracy in (0, 1] or (1, 100], "
                                                            f"got {target}; e.g. --target 41.21")
         target = target / 100 if target > 1 else target
+    if args.plot:
+        from ..utils import check_output_file
+
+        check_output_file(args.plot, "--plot")
+    paths = [Path(p) for p in args.results]
+    results = [load_result(p) for p in paths]
+    labels = _labels(results, paths)
     curve = args.curve or default_curve(results)
     console = Console()
     has_budget = all(r["evaluation"].get("budgeted") for r in results)

@@ -38,6 +38,8 @@ def add_parser(sub: Any) -> None:
                    help="set budgeted thresholds on clean (default) or adversarial validation data")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--data-root", help="folder holding the dataset (default: as recorded in the checkpoint)")
+    p.add_argument("--val-size", type=int, help="validation images held out of the training set "
+                                                "(default: as recorded in the checkpoint, else the dataset's)")
     p.add_argument("--out", help="result JSON path (default: <checkpoint folder>/eval.json)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present, else CPU), cpu or cuda[:N]")
     p.add_argument("--no-plots", action="store_true", help="do not write figures")
@@ -45,59 +47,54 @@ def add_parser(sub: Any) -> None:
     p.set_defaults(func=run_eval)
 
 
-def _ints(text: str | None, flag: str) -> tuple[int, ...] | None:
-    if text is None:
-        return None
-    try:
-        vals = tuple(int(t) for t in text.split(",") if t.strip())
-    except ValueError as exc:
-        raise UsageError(f"{flag} expects comma-separated integers, e.g. {flag} 0,1,2") from exc
-    check(bool(vals), f"{flag} is empty; e.g. {flag} 0,1,2")
-    return vals
-
-
 def run_eval(args: argparse.Namespace) -> int:
-    import neokd_bench as nb
 
-    from ..evaluation import (
+    from ..evaluation import anytime_table, describe_model, evaluate
+    from ..evaluation.options import (
         DEFAULT_METRICS,
-        METRICS,
-        anytime_table,
-        describe_model,
-        evaluate,
+        check_attacks,
+        check_policy,
         parse_attack_list,
+        parse_ints,
+        parse_metrics,
     )
-    from ..evaluation.policies import POLICIES
     from ..presets import EvalProtocol
     from ..results import make_result, write_result
     from ..trainer import load_checkpoint, model_from_checkpoint, resolve_device
+    from ..utils import check_output_file
 
     for flag, val in (("--steps", args.steps), ("--test-limit", args.test_limit), ("--val-limit", args.val_limit),
                       ("--transfer-limit", args.transfer_limit), ("--batch-size", args.batch_size),
-                      ("--policy-budgets", args.policy_budgets)):
+                      ("--val-size", args.val_size), ("--policy-budgets", args.policy_budgets)):
         check(val is None or val >= 1, f"{flag} must be at least 1, got {val}")
-    metrics = tuple(m.strip() for m in args.metrics.split(",") if m.strip()) if args.metrics else DEFAULT_METRICS
-    for m in metrics:
-        check(m in METRICS, f"unknown metric {m!r}; use --metrics with any of {','.join(METRICS)}")
-    check(args.budget_index is None or args.budget_index >= 0,
-          f"--budget-index must be 0 or more, got {args.budget_index}")
-    if args.policy is not None:
-        check(args.policy in POLICIES, f"unknown policy {args.policy!r}; use --policy with one of "
-                                       f"{','.join(POLICIES.names())}")
-    attacks = parse_attack_list(args.attacks) if args.attacks else None
-    seeds = _ints(args.seeds, "--seeds")
+    n_alloc = EvalProtocol().budget_allocations
+    check(args.budget_index is None or 0 <= args.budget_index < n_alloc,
+          f"--budget-index must be in 0..{n_alloc - 1}, got {args.budget_index}")
+    check_policy(args.policy)
+    metrics = parse_metrics(args.metrics) or DEFAULT_METRICS
+    attacks = parse_attack_list(args.attacks) if args.attacks is not None else None
+    if attacks is not None:
+        check_attacks(attacks)
+    seeds = parse_ints(args.seeds, "--seeds")
+    device = resolve_device(args.device)
+    out = Path(args.out) if args.out else Path(args.checkpoint).resolve().parent / "eval.json"
+    check_output_file(out, "--out")
 
     t_start = time.perf_counter()
     state = load_checkpoint(args.checkpoint)
     for key in ("model_name", "dataset", "model"):
         check(key in state, f"{args.checkpoint} has no {key!r}; pass a checkpoint.pt written by `neokd-bench run`")
+    check(isinstance(state["dataset"], str), f"{args.checkpoint}: dataset is not a name; pass a checkpoint.pt "
+                                             f"written by `neokd-bench run`")
+    model = model_from_checkpoint(state, args.checkpoint)
     timings: dict[str, float] = {}
     t = time.perf_counter()
-    bundle = nb.load_dataset(state["dataset"], root=args.data_root or state.get("data_root"),
-                             source=state.get("data_source") or "auto")
+    bundle = load_checkpoint_data(state, args.data_root, args.val_size, args.checkpoint)
     timings["data_s"] = time.perf_counter() - t
-    model = model_from_checkpoint(state)
-    device = resolve_device(args.device)
+    n_cls = getattr(model, "num_classes", bundle.num_classes)
+    check(tuple(model.input_size) == tuple(bundle.input_size) and n_cls == bundle.num_classes,
+          f"{args.checkpoint}: the model takes {tuple(model.input_size)} inputs and {n_cls} classes, "
+          f"but the data gives {tuple(bundle.input_size)} and {bundle.num_classes}; check --data-root")
 
     proto = EvalProtocol()
     proto = dataclasses.replace(proto, **{k: v for k, v in {
@@ -111,6 +108,7 @@ def run_eval(args: argparse.Namespace) -> int:
     timings["eval_s"] = time.perf_counter() - t
     model = model.cpu()
     config = state.get("train_config") or state.get("config") or {}
+    config = config if isinstance(config, dict) else {}
     training = {"config": dict(config), "history": state.get("history"),
                 "wall_s": _history_wall(state.get("history")), "checkpoint": str(args.checkpoint)}
     train_seed = config.get("seed") if isinstance(config, dict) else None
@@ -121,7 +119,6 @@ def run_eval(args: argparse.Namespace) -> int:
         seeds={"train": train_seed if isinstance(train_seed, int) else None, "split": bundle.split_seed,
                "attack": list(proto.attack_seeds)},
         timings=timings, kind="eval", device=device)
-    out = Path(args.out) if args.out else Path(args.checkpoint).resolve().parent / "eval.json"
     path = write_result(out, result)
     if not args.no_plots:
         from ..plots import plot_result
@@ -155,3 +152,22 @@ def _history_wall(history: Any) -> float | None:
         return float(sum(float(h.get("wall_s", 0.0)) for h in history))
     except (TypeError, ValueError, AttributeError):
         return None
+
+
+def load_checkpoint_data(state: dict[str, Any], data_root: str | None, val_size: int | None, name: Any) -> Any:
+    """The dataset a checkpoint was trained on: from ``--data-root`` when given (any source), else where the
+    checkpoint says. A source the dataset does not have is named with the checkpoint."""
+    import neokd_bench as nb
+
+    from ..data.common import SOURCES
+
+    source = "auto" if data_root else state.get("data_source") or "auto"
+    check(source in SOURCES, f"{name} records data source {source!r}; pass --data-root DIR")
+    root = data_root or state.get("data_root")
+    vs = val_size if val_size is not None else state.get("val_size")
+    try:
+        return nb.load_dataset(state["dataset"], root=root, source=source, val_size=vs)
+    except UsageError as exc:
+        if data_root or source == "auto":
+            raise
+        raise UsageError(f"{name} was trained on {state['dataset']} from source {source!r}: {exc}") from exc

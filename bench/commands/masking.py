@@ -1,10 +1,11 @@
 """`neokd-bench masking CHECKPOINT`: gradient-masking checks on a trained checkpoint (see
-:mod:`neokd_bench.attacks.masking`). Prints a table of the checks; exits 1 if any check fails."""
+:mod:`neokd_bench.evaluation.masking`). Prints a table of the checks; exits 1 if any check fails."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 from typing import Any
 
 from ..errors import check
@@ -16,7 +17,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("checkpoint", metavar="CHECKPOINT", help="checkpoint.pt written by `neokd-bench run`")
     p.add_argument("--n", type=int, default=500, help="number of test images (default 500)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present, else CPU), cpu or cuda[:N]")
-    p.add_argument("--eps", type=float, help="eps (default: the dataset's threat model)")
+    p.add_argument("--eps", type=float, help="eps (default: the dataset's threat model; at most 1; more than 4x "
+                                             "the threat model needs --force)")
+    p.add_argument("--force", action="store_true", help="accept an --eps far above the dataset's threat model")
     p.add_argument("--step-size", type=float, help="PGD step size (default: the dataset's threat model)")
     p.add_argument("--steps", type=int, default=20, help="PGD steps of the base attack (default 20)")
     p.add_argument("--objective", default="average", help="PGD objective: average (default), max-average, exit:K")
@@ -28,30 +31,40 @@ def add_parser(sub: Any) -> None:
 
 
 def run_masking(args: argparse.Namespace) -> int:
-    import neokd_bench as nb
     import torch
 
     from ..attacks.base import Objective
-    from ..attacks.masking import run_masking_checks
+    from ..evaluation.masking import run_masking_checks
     from ..presets import threat
     from ..trainer import load_checkpoint, model_from_checkpoint, resolve_device
+    from ..utils import check_output_file
+    from .eval import load_checkpoint_data
+    from .run import check_eps, check_seed
 
     for flag, val in (("--n", args.n), ("--steps", args.steps), ("--square-queries", args.square_queries)):
         check(val >= 1, f"{flag} must be at least 1, got {val}")
+    check_seed(args.seed)
+    check(args.step_size is None or (math.isfinite(args.step_size) and 0 < args.step_size <= 1),
+          f"--step-size must be in (0, 1], got {args.step_size}; e.g. --step-size 0.025")
+    check(args.eps is None or args.eps > 0, f"--eps must be positive, got {args.eps}; e.g. --eps 0.1")
     Objective.parse(args.objective)
+    device = resolve_device(args.device)
+    if args.json_out:
+        check_output_file(args.json_out, "--json")
     state = load_checkpoint(args.checkpoint)
     for key in ("model_name", "dataset", "model"):
         check(key in state, f"{args.checkpoint} has no {key!r}; pass a checkpoint.pt written by `neokd-bench run`")
-    device = resolve_device(args.device)
-    model = model_from_checkpoint(state).to(device)
-    bundle = nb.load_dataset(state["dataset"], root=args.data_root or state.get("data_root"),
-                             source=state.get("data_source") or "auto")
+    check(isinstance(state["dataset"], str), f"{args.checkpoint}: dataset is not a name; pass a checkpoint.pt "
+                                             f"written by `neokd-bench run`")
+    check_eps(args.eps, state["dataset"], args.force)
+    model = model_from_checkpoint(state, args.checkpoint).to(device)
+    Objective.parse(args.objective).check(model)
+    bundle = load_checkpoint_data(state, args.data_root, None, args.checkpoint)
     x, y = bundle.test.subset(args.n).tensors()
     x, y = x.to(device), y.to(device)
     t = threat(state["dataset"]) if args.eps is None or args.step_size is None else None
     eps = args.eps if args.eps is not None else t.eps  # type: ignore[union-attr]
     step = args.step_size if args.step_size is not None else t.step_size  # type: ignore[union-attr]
-    check(eps > 0 and step > 0, "--eps and --step-size must be positive, e.g. --eps 0.1 --step-size 0.025")
 
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         report = run_masking_checks(model, x, y, eps=eps, step_size=step, steps=args.steps,
@@ -81,7 +94,8 @@ def _print(report: dict[str, Any], name: str) -> None:
     table.add_column("numbers")
     ok = "[green]pass[/green]"
     bad = "[red]FAIL[/red]"
-    sweep = "; ".join(f"eps {e:.3g}: {_pct(a)}" for e, a in zip(c["eps_monotone"]["eps"], c["eps_monotone"]["accuracy"]))
+    sweep = "; ".join(f"eps {e:.3g}: {_pct(a)}"
+                      for e, a in zip(c["eps_monotone"]["eps"], c["eps_monotone"]["accuracy"]))
     rows = [
         ("accuracy does not rise with eps", c["eps_monotone"], sweep),
         ("accuracy ~0 at large eps", c["large_eps"],

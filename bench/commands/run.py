@@ -11,11 +11,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import time
 from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError, check
+from ..evaluation.options import parse_ints, parse_metrics
 
 
 def add_parser(sub: Any) -> None:
@@ -33,9 +35,13 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA when present, else CPU), cpu or cuda[:N]")
     p.add_argument("--amp", default="none", choices=["none", "bf16"], help="bf16 autocast for training")
     p.add_argument("--data-root", help="folder holding the dataset (else $NEOKD_DATA_ROOT, system, bundled)")
+    p.add_argument("--val-size", type=int, help="validation images held out of the training set "
+                                                 "(default: the dataset's)")
     p.add_argument("--data-source", choices=["auto", "folder", "system", "bundled"],
                    help="force where the data comes from (default: the preset's)")
-    p.add_argument("--eps", type=float, help="override the dataset's L-inf eps for training")
+    p.add_argument("--eps", type=float, help="override the dataset's L-inf eps for training (at most 1; more "
+                                             "than 4x the dataset's threat model needs --force)")
+    p.add_argument("--force", action="store_true", help="accept an --eps far above the dataset's threat model")
     p.add_argument("--step-size", type=float, help="override the PGD step size for training")
     p.add_argument("--train-attack", choices=["max-average", "average"], help="training attack objective")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -64,24 +70,56 @@ def parse_sets(items: list[str]) -> dict[str, Any]:
     return out
 
 
-def _ints(text: str | None, flag: str) -> tuple[int, ...] | None:
-    if text is None:
-        return None
-    try:
-        return tuple(int(t) for t in text.split(",") if t.strip())
-    except ValueError as exc:
-        raise UsageError(f"{flag} expects comma-separated integers, e.g. {flag} 0,1,2") from exc
+SEED_MAX = 2**63 - 1
+EPS_FORCE_FACTOR = 4  # an eps more than this many times the dataset's threat model needs --force
+
+
+def check_seed(seed: int, flag: str = "--seed") -> None:
+    check(0 <= seed <= SEED_MAX, f"{flag} must be in 0..{SEED_MAX} (a 63-bit seed), got {seed}; e.g. {flag} 0")
+
+
+def check_eps(eps: float | None, dataset: str, force: bool, flag: str = "--eps") -> None:
+    """eps is a distance between images in [0, 1]: above 1 it is meaningless; far above the dataset's
+    threat model it is almost surely a typo (5 for 0.5/255), so it needs --force."""
+    if eps is None:
+        return
+    check(math.isfinite(eps) and 0 <= eps <= 1, f"{flag} must be in [0, 1] (inputs are pixels in [0, 1]), "
+                                                f"got {eps}; e.g. {flag} 0.1")
+    from ..presets import THREAT
+
+    t = THREAT.get(dataset)
+    if t is not None and eps > EPS_FORCE_FACTOR * t.eps and not force:
+        raise UsageError(f"{flag} {eps} is more than {EPS_FORCE_FACTOR}x {dataset}'s threat model (eps {t.eps:.4g}); "
+                         f"pass --force to run it anyway")
 
 
 def validate_args(args: argparse.Namespace) -> None:
+    """Every option checked before any data is loaded or any training runs, evaluation options included."""
     for flag, val in (("--epochs", args.epochs), ("--batch-size", args.batch_size),
                       ("--train-limit", args.train_limit), ("--test-limit", args.test_limit),
-                      ("--eval-steps", args.eval_steps)):
+                      ("--eval-steps", args.eval_steps), ("--val-size", args.val_size)):
         check(val is None or val >= 1, f"{flag} must be at least 1, got {val}")
-    for flag, val in (("--eps", args.eps), ("--step-size", args.step_size)):
-        check(val is None or (val >= 0 and math.isfinite(val)), f"{flag} must be >= 0, got {val}; e.g. {flag} 0.1")
-    check(args.lr is None or args.lr > 0, f"--lr must be positive, got {args.lr}")
-    _ints(args.attack_seeds, "--attack-seeds")
+    check(args.step_size is None or (math.isfinite(args.step_size) and 0 <= args.step_size <= 1),
+          f"--step-size must be in [0, 1], got {args.step_size}; e.g. --step-size 0.025")
+    check(args.eps is None or (math.isfinite(args.eps) and args.eps >= 0),
+          f"--eps must be >= 0, got {args.eps}; e.g. --eps 0.1")
+    check(args.lr is None or (args.lr > 0 and math.isfinite(args.lr)), f"--lr must be positive, got {args.lr}")
+    check(args.grad_clip is None or (args.grad_clip > 0 and math.isfinite(args.grad_clip)),
+          f"--grad-clip must be positive, got {args.grad_clip}")
+    check_seed(args.seed)
+    parse_ints(args.attack_seeds, "--attack-seeds")
+    parse_metrics(args.metrics)
+
+
+_SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
+
+
+def run_folder(defense: str, dataset: str, preset: str, seed: int) -> Path:
+    """The default run folder, built from resolved registry names only: one component under runs/."""
+    name = f"{defense}-{dataset}-{preset}-s{seed}"
+    if not _SAFE.fullmatch(name) or ".." in name:
+        raise UsageError(f"cannot name a run folder {name!r}; pass --out DIR")
+    return Path("runs") / name
 
 
 def run(args: argparse.Namespace) -> int:
@@ -90,23 +128,41 @@ def run(args: argparse.Namespace) -> int:
     import neokd_bench as nb
 
     from .. import presets
-    from ..registry import DATASETS, MODELS
-    from ..trainer import TrainConfig, train
+    from ..registry import DATASETS, DEFENSES, MODELS
+    from ..trainer import CHECKPOINT_NAME, TrainConfig, check_resume, load_checkpoint, resolve_device, train
+    from ..utils import check_output_dir
 
     validate_args(args)
+    resolve_device(args.device)
     DATASETS.get(args.dataset)  # unknown names fail first, with a "did you mean"
     preset = presets.train_preset(args.dataset, args.preset)
+    check_eps(args.eps, args.dataset, args.force)
     defense_kw = parse_sets(args.set)
     defense_kw.update({k: v for k, v in (("eps", args.eps), ("step_size", args.step_size),
                                          ("train_attack", args.train_attack)) if v is not None})
-    defense = nb.create_defense(args.defense, **defense_kw)  # bad names fail before any data loads
+    DEFENSES.get(args.defense)
+    try:
+        defense = nb.create_defense(args.defense, **defense_kw)  # bad names fail before any data loads
+    except (TypeError, ValueError) as exc:
+        given = ", ".join(f"{k}={v!r}" for k, v in parse_sets(args.set).items()) or "(none)"
+        raise UsageError(f"--set {given}: a value has the wrong type for defense {args.defense!r} "
+                         f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
+                         f"e.g. --set alpha=3 --set gamma=[1,1,1]") from exc
     model_name = args.model or preset.model
     MODELS.get(model_name)
+    defense_name = getattr(defense, "name", None) or args.defense.split(".", 1)[0]
+    out = Path(args.out) if args.out else run_folder(defense_name, args.dataset, args.preset, args.seed)
+    check_output_dir(out, "--out")
+    meta = {"model_name": model_name, "dataset": args.dataset, "defense": {"name": defense.describe()["name"]},
+            "preset": f"{args.dataset}.{args.preset}"}  # the defense's config is compared once set up
+    check(not args.resume or out.is_dir(), f"--resume: no run folder {out}; run without --resume to start fresh")
+    if args.resume and (out / CHECKPOINT_NAME).is_file():  # a mismatch fails before the data loads
+        check_resume(load_checkpoint(out / CHECKPOINT_NAME), meta, None, out / CHECKPOINT_NAME)
 
     timings: dict[str, float] = {}
     t = time.perf_counter()
     source = args.data_source or preset.data_source
-    bundle = nb.load_dataset(args.dataset, root=args.data_root, source=source)
+    bundle = nb.load_dataset(args.dataset, root=args.data_root, source=source, val_size=args.val_size)
     timings["data_s"] = time.perf_counter() - t
     model_kwargs = {**dict(preset.model_kwargs), "num_classes": bundle.num_classes,
                     "mean": list(bundle.mean), "std": list(bundle.std)}
@@ -125,10 +181,8 @@ def run(args: argparse.Namespace) -> int:
         milestones=preset.milestones, seed=args.seed, device=args.device, amp=args.amp,
         train_limit=args.train_limit or preset.train_limit,
         grad_clip_norm=args.grad_clip if args.grad_clip is not None else preset.grad_clip_norm)
-    out = Path(args.out or f"runs/{args.defense}-{args.dataset}-{args.preset}-s{args.seed}")
-    meta = {"model_name": model_name, "model_kwargs": model_kwargs, "dataset": args.dataset,
-            "data_source": source, "data_root": args.data_root, "defense": defense.describe(),
-            "preset": f"{args.dataset}.{args.preset}"}
+    meta.update(model_kwargs=model_kwargs, data_source=source, data_root=args.data_root, val_size=args.val_size,
+                defense=defense.describe())
     t = time.perf_counter()
     training = train(model, defense, bundle.train, cfg, out_dir=out, meta=meta, resume=args.resume,
                      progress=not args.quiet)
@@ -139,9 +193,9 @@ def run(args: argparse.Namespace) -> int:
     proto = preset.eval
     proto = dataclasses.replace(proto, **{k: v for k, v in {
         "test_limit": args.test_limit, "steps": args.eval_steps,
-        "attack_seeds": _ints(args.attack_seeds, "--attack-seeds"),
-        "metrics": tuple(args.metrics.split(",")) if args.metrics else None}.items() if v is not None})
-    from ..evaluation import evaluate
+        "attack_seeds": parse_ints(args.attack_seeds, "--attack-seeds"),
+        "metrics": parse_metrics(args.metrics)}.items() if v is not None})
+    from ..evaluation import describe_model, evaluate
     from ..results import make_result, write_result
 
     model.eval()
@@ -149,12 +203,8 @@ def run(args: argparse.Namespace) -> int:
     evaluation = evaluate(model, bundle, dataset_key=args.dataset, protocol=proto,
                           device=training["device"], metrics=proto.metrics, progress=not args.quiet)
     timings["eval_s"] = time.perf_counter() - t
-    from ..flops import exit_flops
-    from ..models.base import count_params
-
     result = make_result(
-        model={"name": model_name, "kwargs": model_kwargs, "num_exits": model.num_exits,
-               "params": count_params(model), "flops_per_exit": exit_flops(model.cpu())},
+        model=describe_model(model.cpu(), model_name, model_kwargs),
         dataset=bundle.describe(), defense=defense.describe(),
         training={**training, "preset": {"name": f"{args.dataset}.{args.preset}", **preset.to_dict()}},
         evaluation=evaluation,
@@ -181,8 +231,8 @@ def _plots(result: dict[str, Any], out: Path) -> None:
 
 def print_anytime(result: dict[str, Any]) -> None:
     """The per-exit table of clean and adversarial accuracy (mean over attack seeds)."""
-    from ..evaluation import anytime_table
-
     from rich.console import Console
+
+    from ..evaluation import anytime_table
 
     Console().print(anytime_table(result))

@@ -47,11 +47,46 @@ def cifar_train_transform(size: int = 32, padding: int = 4) -> transforms.Compos
     return transforms.Compose([transforms.RandomCrop(size, padding=padding), transforms.RandomHorizontalFlip()])
 
 
+# The only globals a CIFAR batch refers to: numpy's array reconstruction (pickle protocol 2, as the official
+# files; ``_frombuffer`` for protocol 5, as a batch re-saved by Python 3.8+), dtype, ndarray, numpy scalars.
+_ALLOWED_GLOBALS = {
+    (mod, name)
+    for mod in ("numpy.core.multiarray", "numpy._core.multiarray")
+    for name in ("_reconstruct", "scalar")
+} | {("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+     ("numpy", "ndarray"), ("numpy", "dtype")}
+
+
+def _latin1_encode(text: str, encoding: str = "utf-8") -> bytes:
+    """``_codecs.encode`` as Python 3 writes bytes into a protocol-2 pickle; latin1 only."""
+    if encoding not in ("latin1", "latin-1") or not isinstance(text, str):
+        raise pickle.UnpicklingError(f"refused _codecs.encode with encoding {encoding!r}")
+    return text.encode("latin1")
+
+
+class RestrictedUnpickler(pickle.Unpickler):
+    """Unpickles plain containers and numpy arrays, nothing else: a crafted batch cannot run code."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) == ("_codecs", "encode"):  # bytes in a protocol-2 pickle written by Python 3
+            return _latin1_encode
+        if (module, name) in _ALLOWED_GLOBALS:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refused global {module}.{name} (a CIFAR batch holds only numpy arrays)")
+
+
+def load_batch(path: Path) -> Any:
+    """One CIFAR python batch, through :class:`RestrictedUnpickler` (byte-string keys, as the files have)."""
+    with open(path, "rb") as fh:
+        return RestrictedUnpickler(fh, encoding="bytes").load()
+
+
 def _read_batches(folder: Path, names: list[str], label_key: bytes) -> tuple[np.ndarray, np.ndarray]:
     xs, ys = [], []
     for name in names:
-        with open(folder / name, "rb") as fh:
-            d = pickle.load(fh, encoding="bytes")
+        d = load_batch(folder / name)
+        if not isinstance(d, dict):
+            raise TypeError(f"{folder / name} holds a {type(d).__name__}, not a batch dict")
         data = np.asarray(d[b"data"], dtype=np.uint8)
         labels = np.asarray(d[label_key], dtype=np.int64)
         if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(data) != len(labels):
@@ -65,7 +100,7 @@ def _build(name: str, root: str | os.PathLike | None, source: str, val_size: int
            augment: bool, kw: dict[str, Any]) -> DatasetBundle:
     spec = _SPECS[name]
     check_no_extra(name, kw)
-    check_source(source, ("auto", "folder"))
+    check_source(source, ("auto", "folder"), name)
     how = f"pass --data-root DIR containing {spec['folder']}/ (the python version of the official archive)"
     user = user_root(root)
     if user is None:
@@ -79,7 +114,8 @@ def _build(name: str, root: str | os.PathLike | None, source: str, val_size: int
     try:
         x_tr, y_tr = _read_batches(folder, spec["train"], spec["label_key"])
         x_te, y_te = _read_batches(folder, spec["test"], spec["label_key"])
-    except (OSError, ValueError, KeyError, pickle.UnpicklingError, EOFError, TypeError) as exc:
+    except (OSError, ValueError, KeyError, pickle.UnpicklingError, EOFError, TypeError, AttributeError,
+            IndexError) as exc:
         raise not_found(name, folder, spec["layout"], how, why=f"malformed file ({type(exc).__name__}: {exc})") from exc
     n_cls = spec["num_classes"]
     if y_tr.min() < 0 or y_tr.max() >= n_cls or y_te.min() < 0 or y_te.max() >= n_cls:

@@ -19,9 +19,10 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
+import zlib
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
-from collections.abc import Iterable, Sequence
 
 import numpy as np
 import torch
@@ -45,10 +46,12 @@ def user_root(root: str | os.PathLike | None) -> Path | None:
     return Path(env).expanduser() if env else None
 
 
-def check_source(source: str, allowed: Sequence[str]) -> str:
+def check_source(source: str, allowed: Sequence[str], dataset: str = "this dataset") -> str:
     """Validate ``source`` against the sources a dataset has (one-line :class:`UsageError`)."""
     if source not in SOURCES or source not in allowed:
-        raise UsageError(f"unknown data source {source!r} for this dataset; use one of {', '.join(allowed)}")
+        what = f"has no {source} copy" if source in SOURCES else f"has no data source {source!r}"
+        raise UsageError(f"{dataset} {what}; its sources are {', '.join(allowed)}: pass --data-root DIR "
+                         f"or --data-source {allowed[-1]}")
     return source
 
 
@@ -61,7 +64,8 @@ def check_no_extra(dataset: str, kw: dict[str, Any]) -> None:
         )
 
 
-def not_found(dataset: str, tried: Path | str | None, layout: str, how: str, why: str = "not found") -> DataNotFoundError:
+def not_found(dataset: str, tried: Path | str | None, layout: str, how: str,
+              why: str = "not found") -> DataNotFoundError:
     """The one-line error: dataset, path tried, layout expected, how to get it."""
     where = f" at {tried}" if tried is not None else ""
     return DataNotFoundError(f"{dataset}: {why}{where}; expected layout {layout}; {how}")
@@ -78,8 +82,11 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     """
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as fh:
-        data = fh.read()
+    try:
+        with opener(path, "rb") as fh:
+            data = fh.read()
+    except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
+        raise ValueError(f"{path} cannot be read ({type(exc).__name__}: {exc})") from exc
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_DTYPES:
         raise ValueError(f"{path} is not an IDX file (bad magic number)")
     dtype = np.dtype(_IDX_DTYPES[data[2]])
@@ -143,7 +150,11 @@ def split_indices(n: int, val_size: int, seed: int) -> tuple[np.ndarray, np.ndar
     random order, so that a prefix of either split (what ``subset(n)`` takes) is a uniform sample.
     """
     if not 0 < val_size < n:
-        raise UsageError(f"val_size {val_size} must be between 1 and {n - 1} (the training set has {n})")
+        if n < 2:
+            raise UsageError(f"the training set has {n} image(s): too few to hold a validation split out; "
+                             f"check --data-root")
+        raise UsageError(f"cannot hold {val_size} validation images out of a training set of {n}; "
+                         f"pass --val-size 1..{n - 1}")
     perm = np.random.default_rng(seed).permutation(n)
     return perm[val_size:], perm[:val_size]
 

@@ -25,8 +25,16 @@ import torch
 
 from ..errors import UsageError
 from .base import DatasetBundle, TensorImageDataset
-from .common import (check_no_extra, check_source, file_digest, idx_bundle, idx_folder, not_found,
-                     to_tensor_nchw, user_root)
+from .common import (
+    check_no_extra,
+    check_source,
+    file_digest,
+    idx_bundle,
+    idx_folder,
+    not_found,
+    to_tensor_nchw,
+    user_root,
+)
 
 NAME = "fashion-mnist"
 SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -79,7 +87,7 @@ def fashion_mnist(root: str | os.PathLike | None = None, source: str = "auto", v
     ``augment`` is accepted for the contract and ignored: no augmentation for MNIST-like data.
     """
     check_no_extra(NAME, kw)
-    check_source(source, ("auto", "folder", "system", "bundled"))
+    check_source(source, ("auto", "folder", "system", "bundled"), NAME)
     full_val = DEFAULT_VAL_SIZE if val_size is None else val_size
     user = user_root(root)
     if source == "bundled":

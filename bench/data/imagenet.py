@@ -22,10 +22,10 @@ mean/std 0.485/0.456/0.406, 0.229/0.224/0.225.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
-from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -33,6 +33,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision import transforms
 
+from ..errors import DataNotFoundError
 from .base import DatasetBundle, TensorImageDataset
 from .common import check_no_extra, check_source, not_found, split_indices, user_root
 
@@ -51,8 +52,13 @@ IMAGENET_VAL_SIZE = 50000
 
 
 def _load_rgb(path: str) -> Image.Image:
-    with Image.open(path) as im:
-        return im.convert("RGB")
+    """The image at ``path`` as RGB; a file that is not an image is a one-line error naming it."""
+    try:
+        with Image.open(path) as im:
+            return im.convert("RGB")
+    except (OSError, ValueError, SyntaxError) as exc:  # PIL's UnidentifiedImageError is an OSError
+        raise DataNotFoundError(f"{path} is not a readable image ({type(exc).__name__}); remove it from the "
+                                f"dataset folder or replace it") from exc
 
 
 def _pil_to_uint8(im: Image.Image) -> torch.Tensor:
@@ -136,7 +142,7 @@ def tiny_imagenet(root: str | os.PathLike | None = None, source: str = "auto", v
     """Tiny-ImageNet from ``<root>/tiny-imagenet-200/``: 90k train / 10k val (held out) / 10k test
     (the official labelled val set), decoded into memory; see the module docstring."""
     check_no_extra("tiny-imagenet", kw)
-    check_source(source, ("auto", "folder"))
+    check_source(source, ("auto", "folder"), "tiny-imagenet")
     user = user_root(root)
     if user is None:
         raise not_found("tiny-imagenet", None, TINY_LAYOUT, TINY_HOW, why="no folder given")
@@ -192,12 +198,33 @@ def _image_folder(split_dir: Path, classes: list[str] | None = None) -> tuple[li
     return classes, paths, labels
 
 
+HEADER_CHECK_LIMIT = 50_000
+
+
+def check_headers(paths: Sequence[str], limit: int = HEADER_CHECK_LIMIT) -> None:
+    """Before any work: every file's header must be an image's (PIL reads the header only). A folder of
+    more than ``limit`` files is checked lazily instead, when each image is read (still one line)."""
+    if len(paths) > limit:
+        return
+
+    def one(p: str) -> None:
+        try:
+            with Image.open(p):
+                pass
+        except (OSError, ValueError, SyntaxError) as exc:
+            raise DataNotFoundError(f"{p} is not a readable image ({type(exc).__name__}); remove it from the "
+                                    f"dataset folder or replace it") from exc
+
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        list(pool.map(one, paths, chunksize=256))
+
+
 def imagenet(root: str | os.PathLike | None = None, source: str = "auto", val_size: int | None = None,
              split_seed: int = 0, augment: bool = True, **kw: Any) -> DatasetBundle:
     """ImageNet (ILSVRC-2012) from ``<root>/{train,val}/<wnid>/``, read lazily at 224x224; see the
     module docstring for the transforms and the held-out validation split."""
     check_no_extra("imagenet", kw)
-    check_source(source, ("auto", "folder"))
+    check_source(source, ("auto", "folder"), "imagenet")
     user = user_root(root)
     if user is None:
         raise not_found("imagenet", None, IMAGENET_LAYOUT, IMAGENET_HOW, why="no folder given")
@@ -207,6 +234,7 @@ def imagenet(root: str | os.PathLike | None = None, source: str = "auto", val_si
     try:
         classes, tr_paths, tr_labels = _image_folder(folder / "train")
         _, te_paths, te_labels = _image_folder(folder / "val", classes)
+        check_headers(tr_paths + te_paths)
     except (OSError, ValueError) as exc:
         raise not_found("imagenet", folder, IMAGENET_LAYOUT, IMAGENET_HOW,
                         why=f"malformed ({type(exc).__name__}: {exc})") from exc

@@ -34,7 +34,7 @@ def mnist(root: str | os.PathLike | None = None, source: str = "auto", val_size:
           split_seed: int = 0, augment: bool = True, **kw) -> DatasetBundle:
     """MNIST from a user folder (torchvision raw layout). ``augment`` is ignored: MNIST is not augmented."""
     check_no_extra(NAME, kw)
-    check_source(source, ("auto", "folder"))
+    check_source(source, ("auto", "folder"), NAME)
     user = user_root(root)
     if user is None:
         raise not_found(NAME, None, LAYOUT, HOW, why="no folder given (MNIST has no system copy or bundled subset)")

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..attacks.base import attack_batch
 from .budgeted import ensemble_tables
 from .policies import ensemble_probs, entropy
 
@@ -83,7 +84,8 @@ def collect_outcomes(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *
                      on_batch: Callable[[int], None] | None = None) -> ExitOutcomes:
     """Run ``model`` (in eval mode) over ``(x, y)``, optionally attacked, and return the outcome tables.
 
-    ``attack(model, xb, yb) -> xb_adv`` is called once per batch (it may need gradients); the forward that
+    ``attack(model, xb, yb, index=idx) -> xb_adv`` is called once per batch (it may need gradients), ``idx``
+    being the samples' positions in ``x`` (:func:`~neokd_bench.attacks.base.attack_batch`); the forward that
     scores the batch runs under :func:`torch.inference_mode` and yields all exits at once.
     """
     device = torch.device(device)
@@ -95,7 +97,8 @@ def collect_outcomes(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *
             xb = x[start:start + batch_size].to(device)
             yb = y[start:start + batch_size].to(device)
             if attack is not None:
-                xb = attack(model, xb, yb).detach()
+                idx = torch.arange(start, start + len(yb), device=device)
+                xb = attack_batch(attack, model, xb, yb, idx).detach()
                 model.eval()
             with torch.inference_mode():
                 parts.append(outcomes_from_logits(model(xb), yb))

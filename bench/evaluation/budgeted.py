@@ -31,17 +31,21 @@ the procedure can be checked by hand and thresholds provably come from validatio
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
+if TYPE_CHECKING:
+    import torch
+
+# numpy only at import time: result readers (compare, plots) use this module without loading torch.
 ArrayLike = "np.ndarray | torch.Tensor | Sequence"
 
 
 def _np(a) -> np.ndarray:
-    if isinstance(a, torch.Tensor):
+    if hasattr(a, "detach"):  # a torch.Tensor
         return a.detach().cpu().numpy()
     return np.asarray(a)
 
@@ -56,6 +60,8 @@ def ensemble_tables(probs: torch.Tensor, labels: torch.Tensor | None = None, *, 
     With ``ensemble`` (default), exit ``k`` uses the mean of the softmax of exits ``0..k``. Returns
     ``(confidence (N, L), prediction (N, L), correct (N, L) or None when labels is None)``.
     """
+    import torch
+
     if probs.ndim != 3:
         raise ValueError(f"probs must be (N, L, C), got shape {tuple(probs.shape)}")
     p = probs.float()

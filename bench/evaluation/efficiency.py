@@ -168,8 +168,8 @@ def run_efficiency(model: Any, x_test, y_test, *, clean_val: ExitOutcomes, clean
                    ensemble: bool = True, task: Any = None) -> dict[str, Any]:
     """Run what the section needs that the other metrics did not (slowdown, max-average if absent, policy-pgd
     at ``protocol.policy_budgets`` budgets) and build it. Each attack run is recorded in ``attacks_out``."""
-    from . import resolve_attacks
     from .anytime import collect_outcomes
+    from .attacks import resolve_attacks
     from .budgeted import allocation_family
 
     policy_name = str(getattr(protocol, "policy", "max-softmax"))

@@ -39,7 +39,8 @@ import torch
 from ..registry import Registry
 from .budgeted import exit_indices, thresholds_for_allocation
 
-POLICIES: Registry = Registry("policies", singular="policy")
+POLICIES: Registry = Registry("policies", singular="policy",
+                              base_cls="neokd_bench.evaluation.policies:ExitPolicy")
 
 
 def entropy(p: torch.Tensor) -> torch.Tensor:

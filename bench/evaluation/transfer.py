@@ -20,6 +20,8 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from ..attacks.base import attack_batch
+
 AttackFactory = Callable[[int], Callable[[torch.nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]]
 
 
@@ -95,7 +97,8 @@ def transfer_matrix(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *,
                 for s in range(0, len(ys), batch_size):
                     xb = xs[s:s + batch_size].to(torch.device(device))
                     yb = ys[s:s + batch_size].to(torch.device(device))
-                    advs.append(attack(model, xb, yb).detach().cpu())
+                    index = torch.as_tensor(idx[s:s + batch_size], dtype=torch.long)  # positions in x
+                    advs.append(attack_batch(attack, model, xb, yb, index).detach().cpu())
                     model.eval()
                     if on_batch is not None:
                         on_batch(len(yb))

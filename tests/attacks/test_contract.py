@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import neokd_bench as nb
@@ -10,7 +11,9 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from neokd_bench.errors import UsageError
-from .tiny_models import TINY, make_batch, make_model, tiny_attack
+from neokd_bench.registry import ATTACKS as REGISTRY
+
+from .tiny_models import make_batch, make_model, tiny_attack, tiny_config
 
 ATTACKS = nb.list_attacks()
 # Objectives each attack accepts; autoattack-standard is single-exit by design.
@@ -19,8 +22,18 @@ OBJECTIVES = {name: ["exit:1", "max-average"] if name == "autoattack-standard" e
 CASES = [(a, o) for a in ATTACKS for o in OBJECTIVES[a]]
 
 
-def test_all_builtins_registered() -> None:
-    assert set(TINY) <= set(ATTACKS)
+def test_all_builtins_registered_with_a_tiny_preset() -> None:
+    builtins = {"pgd", "cw", "apgd-ce", "apgd-t", "fab", "square", "autoattack", "autoattack-standard"}
+    assert builtins <= set(ATTACKS)
+    assert all("tiny" in REGISTRY.presets(name) for name in builtins)
+
+
+def test_an_attack_without_a_tiny_preset_gets_the_generic_fallback() -> None:
+    """The test-only plugin ``plugin-fgsm`` (tests/plugin_dist) declares no ``tiny`` preset and is in no
+    table of the tests; it is registered through entry points and runs every contract test here."""
+    assert "plugin-fgsm" in ATTACKS and REGISTRY.entry("plugin-fgsm").source == "neokd-test-plugins"
+    assert "tiny" not in REGISTRY.presets("plugin-fgsm") and tiny_config("plugin-fgsm") == {}
+    assert tiny_config("pgd") == REGISTRY.presets("pgd")["tiny"]
 
 
 @pytest.mark.parametrize("name,objective", CASES)
@@ -114,7 +127,7 @@ def test_describe_is_json_and_complete(name: str) -> None:
     d = a.describe()
     assert d["name"] == name and d["model_mode"] == "eval"
     json.dumps(d)
-    for key, value in TINY[name].items():
+    for key, value in tiny_config(name).items():
         assert d["config"][key] == value
     assert {"eps", "objective", "seed", "mode"} <= set(d["config"])
     # Round trip: the resolved config rebuilds the same attack.
@@ -131,7 +144,8 @@ def test_bad_config_is_usage_error(name: str, bad: dict) -> None:
     assert "\n" not in str(info.value)
 
 
-@pytest.mark.parametrize("name", [a for a in ATTACKS if "steps" in TINY[a]])
+@pytest.mark.parametrize("name", [a for a in ATTACKS if "steps" in {f.name for f in
+                                                                    dataclasses.fields(REGISTRY.get(a).Config)}])
 def test_steps_below_one_is_usage_error(name: str) -> None:
     with pytest.raises(UsageError, match="steps"):
         nb.create_attack(name, steps=0)

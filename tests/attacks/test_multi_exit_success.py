@@ -32,18 +32,76 @@ def test_decision_scores_argmax_is_label_iff_some_exit_correct(data, n: int, c: 
 
 @pytest.mark.parametrize("name", H_ATTACKS)
 def test_changed_samples_fool_every_exit(name: str) -> None:
-    """Whatever an App.-H attack returns different from x must fool every exit (else it returns x, or for CW
-    its last iterate)."""
+    """Under App. H's rule (``not_fooled="clean"``) whatever an attack returns different from x fools every
+    exit."""
     model = make_model(3, seed=1)
     x, y = make_batch(model, 40, seed=2)
-    x_adv = tiny_attack(name, eps=0.15, objective="average", seed=0,
+    x_adv = tiny_attack(name, eps=0.15, objective="average", seed=0, not_fooled="clean",
                         **({"steps": 10, "step_size": 0.03} if name == "cw" else {}))(model, x, y)
     with torch.no_grad():
         fooled_all = ~any_correct(model(x_adv), y)
     changed = (x_adv != x).flatten(1).any(1)
-    if name != "cw":
-        assert torch.equal(changed, changed & fooled_all)
+    assert torch.equal(changed, changed & fooled_all)
     assert fooled_all.any(), "the tiny attack should fool some samples at eps 0.15"
+
+
+def _mixed_batch():
+    """A batch whose labels are exit 0's prediction: the mean logits over exits often rank another class first."""
+    model = make_model(3, seed=1)
+    x, _ = make_batch(model, 40, seed=2)
+    with torch.no_grad():
+        y = model(x)[0].argmax(1)
+        mean_top = torch.stack(model(x)).mean(0).argmax(1)
+    assert (mean_top != y).sum() >= 5, "the test needs samples whose mean-logit argmax is wrong"
+    return model, x, y
+
+
+def test_wrong_classes_exclude_the_label_and_follow_the_mean_logits() -> None:
+    model, x, y = _mixed_batch()
+    exits = ExitSet(model, Objective("average"))
+    ranked = exits.wrong_classes(x, y)
+    assert ranked.shape == (len(y), 9)
+    assert not (ranked == y[:, None]).any()
+    with torch.no_grad():
+        z = torch.stack(model(x)).mean(0)
+    scores = z.gather(1, ranked)
+    assert (scores[:, :-1] >= scores[:, 1:]).all()  # most likely wrong class first
+    assert torch.equal(ranked[:, 0], z.scatter(1, y[:, None], float("-inf")).argmax(1))
+
+
+@pytest.mark.parametrize("name", ["apgd-t", "fab"])
+def test_targets_are_never_the_true_class(name: str, monkeypatch) -> None:
+    """APGD-T and FAB-T target the top wrong classes of the mean logits, also on samples whose mean-logit argmax
+    is already wrong (there, upstream's ranks 2.. would include y and skip the most likely wrong class)."""
+    from neokd_bench.attacks.autoattack import MultiExitAPGDT, MultiExitFAB
+
+    seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+    if name == "apgd-t":
+        run = MultiExitAPGDT.attack_single_run
+
+        def spy(self, x, y, *a, **kw):
+            seen.append((y.clone(), self.y_target.clone()))
+            return run(self, x, y, *a, **kw)
+
+        monkeypatch.setattr(MultiExitAPGDT, "attack_single_run", spy)
+    else:
+        grads = MultiExitFAB.get_diff_logits_grads_batch_targeted
+
+        def spy(self, imgs, la, la_target):
+            seen.append((la.clone(), la_target.clone()))
+            return grads(self, imgs, la, la_target)
+
+        monkeypatch.setattr(MultiExitFAB, "get_diff_logits_grads_batch_targeted", spy)
+    model, x, y = _mixed_batch()
+    nb.create_attack(name, eps=0.05, steps=1, n_target_classes=9, seed=0)(model, x, y)
+    assert seen
+    assert all(not (label == target).any() for label, target in seen)
+    # The first target of every attacked sample is its most likely wrong class.
+    exits = ExitSet(model, Objective("average"))
+    robust = exits.robust(x, y)
+    label, target = seen[0]
+    assert torch.equal(label, y[robust])
+    assert torch.equal(target, exits.wrong_classes(x[robust], y[robust])[:, 0])
 
 
 def test_cw_keeps_the_fooling_iterate_and_beats_nothing() -> None:

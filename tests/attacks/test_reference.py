@@ -20,8 +20,7 @@ SEED = 4
 
 
 @pytest.fixture(scope="module")
-def setup():
-    torch.set_num_threads(1)
+def setup(one_thread):
     model = make_model(1, seed=2)
     x, _ = make_batch(model, N, seed=9)
     g = torch.Generator().manual_seed(0)

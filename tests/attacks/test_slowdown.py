@@ -15,6 +15,8 @@ from neokd_bench.evaluation.efficiency import efficiency_point
 from neokd_bench.evaluation.policies import create_policy
 from neokd_bench.models.base import MultiExitModel
 
+from .tiny_models import make_batch, make_model
+
 
 class RegionVotes(MultiExitModel):
     """Known confidences: 1x4x4 input; the logit of class c is ``scale_k`` times the mean of pixel region c
@@ -110,3 +112,17 @@ def test_policy_pgd_is_in_the_ball_and_fools_the_known_model():
     out = collect_outcomes(model, x_adv, y, device="cpu")
     point = efficiency_point(create_policy("max-softmax"), out, [0.9, 0.9, -math.inf], np.array([1.0, 2.0, 3.0]))
     assert point["accuracy"] == 0.0
+
+
+@pytest.mark.parametrize("name, extra", [("slowdown", {}), ("policy-pgd", {"thresholds": [0.5, 0.5, None]})])
+def test_slowdown_and_policy_pgd_key_random_starts_by_sample_index(name, extra):
+    """As PGD (attacks/base.py, AttackRNG): a sample's start is the same alone or in a batch, and differs
+    between batches (step_size 0: the attack returns its projected random start)."""
+    model = make_model(3)
+    x, y = make_batch(model, 6)
+    attack = nb.create_attack(name, eps=0.1, step_size=0.0, steps=1, seed=3, **extra)
+    whole = attack(model, x, y, index=torch.arange(6))
+    assert torch.equal(whole[2:3], attack(model, x[2:3], y[2:3], index=[2]))
+    other = attack(model, x, y, index=torch.arange(6, 12))
+    assert ((whole - other).flatten(1).abs().amax(1) > 0).all()
+    assert (whole - x).abs().max() <= 0.1 + 1e-6 and not torch.equal(whole, x)

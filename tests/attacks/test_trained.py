@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import neokd_bench as nb
 import pytest
-from neokd_bench.attacks.masking import attacked_accuracy, run_masking_checks
+from neokd_bench.evaluation.masking import attacked_accuracy, run_masking_checks
 
 EPS, STEP = 0.1, 0.025  # the Fashion-MNIST threat model (presets.THREAT)
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import neokd_bench as nb
 import torch
 from neokd_bench.models.base import MultiExitModel
+from neokd_bench.registry import ATTACKS
 from torch import nn
 
 
@@ -65,20 +67,15 @@ def make_batch(model: nn.Module, n: int = 16, seed: int = 1) -> tuple[torch.Tens
     return x, y
 
 
-# Tiny budgets so every registered attack runs in well under a second on the tiny model.
-TINY: dict[str, dict[str, Any]] = {
-    "pgd": {"steps": 3, "step_size": 0.02},
-    "cw": {"steps": 3, "step_size": 0.02},
-    "apgd-ce": {"steps": 3},
-    "apgd-t": {"steps": 2, "n_target_classes": 2},
-    "fab": {"steps": 2, "n_target_classes": 2},
-    "square": {"n_queries": 10},
-    "autoattack": {"steps": 2, "n_queries": 10, "n_target_classes": 2},
-    "autoattack-standard": {"steps": 2, "n_queries": 10},
-    "slowdown": {"steps": 3, "step_size": 0.02},
-    "policy-pgd": {"steps": 3, "step_size": 0.02, "thresholds": [0.5, 0.5, None]},
-}
+def tiny_config(name: str) -> dict[str, Any]:
+    """The budget the contract tests run an attack with: its ``tiny`` preset (``pgd.tiny``) when it declares
+    one, else a generic fallback: its defaults, with ``steps`` and ``n_queries`` cut where it has them."""
+    presets = ATTACKS.presets(name)
+    if "tiny" in presets:
+        return presets["tiny"]
+    fields = {f.name for f in dataclasses.fields(ATTACKS.get(name).Config)}
+    return {k: v for k, v in {"steps": 2, "n_queries": 10}.items() if k in fields}
 
 
 def tiny_attack(name: str, **kw: Any):
-    return nb.create_attack(name, **{**TINY.get(name, {}), **kw})
+    return nb.create_attack(name, **{**tiny_config(name), **kw})

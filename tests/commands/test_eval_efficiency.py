@@ -52,7 +52,9 @@ def test_v1_results_stay_valid():
 @pytest.mark.parametrize("argv, needle", [
     (["--policy", "max-sofmax"], "unknown policy 'max-sofmax'"),
     (["--metrics", "efficency"], "unknown metric 'efficency'"),
-    (["--budget-index", "-1"], "--budget-index must be 0 or more"),
+    (["--budget-index", "-1"], "--budget-index must be in 0..99, got -1"),
+    (["--budget-index", "100"], "--budget-index must be in 0..99, got 100"),
+    (["--policy-budgets", "0"], "--policy-budgets must be at least 1"),
 ])
 def test_bad_efficiency_arguments(argv, needle, tmp_path, capsys):
     rc = main(["eval", str(tmp_path / "none.pt")] + argv)

@@ -12,27 +12,19 @@ import pickle
 import re
 from pathlib import Path
 
+import neokd_bench as nb
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
-import neokd_bench as nb
 from neokd_bench.data import fashion_mnist as fm
 from neokd_bench.data.common import ENV_DATA_ROOT, file_digest, read_idx, sha256_array
 from neokd_bench.errors import DataNotFoundError, UsageError
+from PIL import Image
 
 DATA_DIR = Path(fm.__file__).resolve().parent
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Batch-2 forwards of small models gain nothing from a second thread, and on a busy 2-core machine
-    the thread pool's start-up costs seconds; restore the session's setting afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(autouse=True)
@@ -307,3 +299,87 @@ def test_imagenet_happy_path(tmp_path) -> None:
         x, y = split[0]
         assert x.shape == (3, 224, 224) and y in (0, 1) and 0 <= float(x.min()) and float(x.max()) <= 1
     assert len(b.train.subset(1)) == 1
+
+
+# ------------------------------------------------------------------------------------------------
+# hostile and broken folders (issue 9, items 15, 18, 21)
+# ------------------------------------------------------------------------------------------------
+def _write_protocol2_batch(path: Path, n: int, seed: int) -> dict:
+    """A batch as the official CIFAR-10 files are: pickle protocol 2 of a dict of byte-string keys holding a
+    uint8 (N, 3072) array and a list of int labels. Python 3 writes its bytes through ``_codecs.encode(...,
+    'latin1')``, which the loader allows for latin1 only."""
+    rng = np.random.default_rng(seed)
+    d = {b"batch_label": b"training batch", b"labels": [int(v) for v in rng.integers(0, 10, n)],
+         b"data": rng.integers(0, 256, (n, 3072)).astype(np.uint8), b"filenames": [b"x.png"] * n}
+    with open(path, "wb") as fh:
+        pickle.dump(d, fh, protocol=2)
+    return d
+
+
+class _Payload:
+    """Unpickling this would create a marker file (a stand-in for any code a hostile batch runs)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.marker),))
+
+
+def test_cifar_batch_in_the_official_format_loads(tmp_path) -> None:
+    from neokd_bench.data.cifar import load_batch
+
+    d = _write_protocol2_batch(tmp_path / "data_batch_1", 6, 0)
+    back = load_batch(tmp_path / "data_batch_1")
+    assert back[b"labels"] == d[b"labels"] and np.array_equal(back[b"data"], d[b"data"])
+    assert back[b"data"].dtype == np.uint8 and back[b"filenames"] == d[b"filenames"]
+
+
+def test_crafted_cifar_batch_is_refused_and_its_payload_does_not_run(tmp_path) -> None:
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    for i in range(1, 6):
+        _write_protocol2_batch(folder / f"data_batch_{i}", 4, i)
+    _write_protocol2_batch(folder / "test_batch", 4, 9)
+    marker = tmp_path / "payload-ran"
+    for protocol in (2, 5):
+        with open(folder / "data_batch_2", "wb") as fh:
+            pickle.dump({b"data": _Payload(marker), b"labels": [0]}, fh, protocol=protocol)
+        with pytest.raises(DataNotFoundError) as err:
+            nb.load_dataset("cifar10", root=str(tmp_path), val_size=2)
+        assert "refused global" in str(err.value) and "\n" not in str(err.value)
+        assert not marker.exists()
+
+
+def test_bad_gzip_in_a_fashion_mnist_folder_is_one_line(tmp_path) -> None:
+    make_idx_folder(tmp_path / "FashionMNIST" / "raw", gz=True)
+    (tmp_path / "FashionMNIST" / "raw" / "train-images-idx3-ubyte.gz").write_bytes(b"\x1f\x8bnot gzip at all")
+    with pytest.raises(DataNotFoundError, match="malformed IDX file") as err:
+        nb.load_dataset("fashion-mnist", root=str(tmp_path))
+    assert "\n" not in str(err.value)
+
+
+def test_non_image_file_in_an_image_folder_is_found_before_any_work(tmp_path) -> None:
+    for c, w in enumerate(["n01440764", "n01443537"]):
+        for j in range(3):
+            write_jpeg(tmp_path / "train" / w / f"{w}_{j}.JPEG", (40, 40), 10 * c + j)
+        write_jpeg(tmp_path / "val" / w / f"v_{c}.JPEG", (40, 40), 50 + c)
+    (tmp_path / "train" / "n01440764" / "readme.JPEG").write_text("not an image")
+    with pytest.raises(DataNotFoundError, match="readme.JPEG is not a readable image"):
+        nb.load_dataset("imagenet", root=str(tmp_path), val_size=2)
+
+
+def test_source_a_dataset_lacks_and_a_too_large_val_size_say_what_to_type() -> None:
+    with pytest.raises(UsageError) as err:
+        nb.load_dataset("cifar10", source="bundled")
+    assert "cifar10 has no bundled copy" in str(err.value) and "--data-root" in str(err.value)
+
+
+def test_val_size_too_large_names_the_flag(tmp_path) -> None:
+    for c, w in enumerate(["n01440764", "n01443537"]):
+        for j in range(2):
+            write_jpeg(tmp_path / "train" / w / f"{w}_{j}.JPEG", (40, 40), 10 * c + j)
+        write_jpeg(tmp_path / "val" / w / f"v_{c}.JPEG", (40, 40), 50 + c)
+    with pytest.raises(UsageError, match=r"pass --val-size 1\.\.3") as err:
+        nb.load_dataset("imagenet", root=str(tmp_path))
+    assert "50000" in str(err.value) and "between 1 and 0" not in str(err.value)

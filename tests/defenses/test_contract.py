@@ -8,7 +8,9 @@ import json
 import neokd_bench as nb
 import pytest
 import torch
+from neokd_bench.defenses.base import check_parts
 from neokd_bench.errors import UsageError
+from neokd_bench.registry import DEFENSES as DEFENSES_REGISTRY
 
 DEFENSES = nb.list_defenses()
 # TEAT's temporal-ensemble term starts at epoch 90 by default; start it at once so its path is exercised.
@@ -74,6 +76,14 @@ def test_training_step_contract(name, batch):
     assert not x_adv.requires_grad
     for k, v in parts.items():
         assert isinstance(k, str) and v.dim() == 0 and not v.requires_grad and torch.isfinite(v)
+    check_parts(d, parts)  # no part takes a name the trainer's log reserves ("loss", ...)
+
+
+def test_the_guides_defense_is_covered():
+    """``my-defense`` is the defense of submissions/README.md, run from the guide's own code blocks and
+    registered through entry points by the test-only distribution in tests/plugin_dist."""
+    assert "my-defense" in DEFENSES
+    assert DEFENSES_REGISTRY.entry("my-defense").source == "neokd-test-plugins"
 
 
 @pytest.mark.parametrize("name", DEFENSES)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from neokd_bench.evaluation.anytime import collect_outcomes, outcomes_from_logits, seeded_summary
 
 
@@ -78,3 +77,32 @@ def test_attack_runs_once_per_batch_then_one_scoring_forward(clean_smallcnn):
     with torch.no_grad():
         ref = model((x[:50] + 0.05).clamp(0, 1))[2].argmax(1).eq(y[:50]).float().mean().item()
     assert out.top1[:, 2].mean() == pytest.approx(ref)
+
+
+def _start_only_pgd():
+    import neokd_bench as nb
+
+    return nb.create_attack("pgd", eps=0.1, step_size=0.0, steps=1, objective="average", seed=0)
+
+
+def test_each_batch_gets_its_own_random_start():
+    """The attack is called once per batch with the attack seed; the samples' positions key the starts, so two
+    batches holding the same images are not attacked from the same start."""
+    from ..attacks.tiny_models import make_batch, make_model
+
+    model = make_model(3)
+    x4, y4 = make_batch(model, 4)
+    out = collect_outcomes(model, torch.cat([x4, x4]), torch.cat([y4, y4]), device="cpu", batch_size=4,
+                           attack=_start_only_pgd())
+    assert not np.allclose(out.conf[:4], out.conf[4:], rtol=1e-4, atol=0)
+
+
+def test_a_sample_is_attacked_the_same_whatever_the_batch_size():
+    from ..attacks.tiny_models import make_batch, make_model
+
+    model = make_model(3)
+    x, y = make_batch(model, 12)
+    a = collect_outcomes(model, x, y, device="cpu", batch_size=4, attack=_start_only_pgd())
+    b = collect_outcomes(model, x, y, device="cpu", batch_size=12, attack=_start_only_pgd())
+    np.testing.assert_allclose(a.conf, b.conf, rtol=1e-5, atol=1e-6)
+    assert np.array_equal(a.top1, b.top1)

@@ -8,7 +8,6 @@ import shutil
 import numpy as np
 import pytest
 import torch
-
 from neokd_bench.evaluation import describe_model, evaluate, parse_attack_list
 from neokd_bench.presets import EvalProtocol
 from neokd_bench.results import make_result, validate_result
@@ -112,3 +111,15 @@ def test_compare_rejects_bad_input_with_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "schema_version" in err and "'7'" in err
     assert main(["compare", str(tmp_path / "missing.json"), str(bad)]) == 2
+
+
+@pytest.mark.parametrize("dataset", sorted(__import__("neokd_bench.presets", fromlist=["THREAT"]).THREAT))
+def test_cw_gets_the_dataset_pgd_step_size(dataset):
+    """CW's step size is the dataset's PGD step size (presets.THREAT), not a fixed 2/255."""
+    from neokd_bench.evaluation import resolve_attacks
+    from neokd_bench.presets import THREAT
+
+    (cw,) = resolve_attacks([{"name": "cw"}], dataset_key=dataset, protocol=EvalProtocol())
+    config = cw.build(0).describe()["config"]
+    assert config["step_size"] == pytest.approx(THREAT[dataset].step_size)
+    assert config["eps"] == pytest.approx(THREAT[dataset].eps)

@@ -7,9 +7,10 @@ import json
 
 import pytest
 import torch
-from neokd_bench.attacks.masking import run_masking_checks, zero_gradient_fraction
+from neokd_bench.evaluation.masking import run_masking_checks, zero_gradient_fraction
 from neokd_bench.cli import main
-from .tiny_models import TinyExits, make_batch, make_model
+from ..attacks.conftest import _one_thread  # noqa: F401  (autouse: one intra-op thread for the tiny models)
+from ..attacks.tiny_models import TinyExits, make_batch, make_model
 
 FAST = {"eps": 0.05, "step_size": 0.02, "steps": 5, "square_queries": 60, "seed": 0}
 CHECKS = {"eps_monotone", "large_eps", "more_steps", "black_box", "nonzero_gradients"}
@@ -45,6 +46,39 @@ def test_masked_gradients_fail() -> None:
     assert not report["passed"]
     assert not report["checks"]["nonzero_gradients"]["passed"]
     assert not report["checks"]["black_box"]["passed"]  # Square beats the blinded PGD
+
+
+class QuantizedStubbornLast(Quantized):
+    """Masked gradients, and a last exit that always predicts class 0: no sample is ever fooled at every exit."""
+
+    def forward_exits(self, x: torch.Tensor, upto: int) -> list[torch.Tensor]:
+        outs = super().forward_exits(x, upto)
+        if upto == self.num_exits - 1:
+            constant = 10.0 * torch.nn.functional.one_hot(torch.zeros(len(x), dtype=torch.long), self.num_classes)
+            outs[-1] = 0 * outs[-1] + constant
+        return outs
+
+
+def test_black_box_check_compares_both_attacks_under_one_rule() -> None:
+    """Square fools the early exits of a masked model but never the last one. Under the clean-x rule its
+    accuracy would be the clean accuracy and the black-box check would pass; under the rule PGD follows (its
+    own iterate) Square beats the blinded PGD and the check fails, as it should."""
+    torch.manual_seed(1)
+    model = QuantizedStubbornLast(3).eval()
+    xs = torch.rand(600, 1, 12, 12, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        x = xs[model(xs)[0].argmax(1) == 0][:40]
+    y = torch.zeros(len(x), dtype=torch.long)
+    assert len(x) == 40
+    report = run_masking_checks(model, x, y, eps=0.05, step_size=0.0125, steps=5, square_queries=100, seed=0)
+    box = report["checks"]["black_box"]
+    assert report["config"]["not_fooled"] == "best"
+    assert not box["passed"], box
+    assert box["square_accuracy"][0] < box["pgd_accuracy"][0] - 0.25
+    # The clean-x rule, for both, hides it: Square then scores the clean accuracy at every exit.
+    clean = run_masking_checks(model, x, y, eps=0.05, step_size=0.0125, steps=5, square_queries=100, seed=0,
+                               not_fooled="clean")["checks"]["black_box"]
+    assert clean["square_accuracy"][0] == 1.0
 
 
 def test_cli_missing_checkpoint_is_usage_error(tmp_path, capsys) -> None:

@@ -1,0 +1,76 @@
+"""Evaluation options as the command line gives them: parsed and checked before any work starts
+(`run` checks them before training, so a typo never costs a training run)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import UsageError, check
+
+DEFAULT_METRICS = ("anytime", "budgeted", "transfer")
+METRICS = DEFAULT_METRICS + ("efficiency", "calibration", "latency")  # the last three only when asked (issue 13)
+THRESHOLDS_ON = ("clean", "adversarial")
+
+
+def parse_ints(text: str | None, flag: str) -> tuple[int, ...] | None:
+    """``"0,1,2"`` -> ``(0, 1, 2)``; None stays None; an empty list or a non-integer is a one-line error."""
+    if text is None:
+        return None
+    try:
+        vals = tuple(int(t) for t in text.split(",") if t.strip())
+    except ValueError as exc:
+        raise UsageError(f"{flag} expects comma-separated integers, got {text!r}; e.g. {flag} 0,1,2") from exc
+    check(bool(vals), f"{flag} is empty; e.g. {flag} 0,1,2")
+    for v in vals:
+        check(0 <= v < 2**63, f"{flag}: seed {v} is outside 0..2**63-1; e.g. {flag} 0,1,2")
+    return vals
+
+
+def parse_metrics(text: str | None, flag: str = "--metrics") -> tuple[str, ...] | None:
+    """``"anytime,budgeted"`` -> a tuple of known metric names (None stays None)."""
+    if text is None:
+        return None
+    metrics = tuple(m.strip() for m in text.split(",") if m.strip())
+    check(bool(metrics), f"{flag} is empty; use any of {','.join(METRICS)}")
+    for m in metrics:
+        check(m in METRICS, f"unknown metric {m!r}; use {flag} with any of {','.join(METRICS)}")
+    return metrics
+
+
+def parse_attack_list(text: str, flag: str = "--attacks") -> list[dict[str, Any]]:
+    """``"pgd:max-average,pgd:average,cw,autoattack"`` -> attack dicts (``name[:objective]``)."""
+    out = []
+    for item in (t.strip() for t in text.split(",")):
+        if not item:
+            continue
+        name, sep, objective = item.partition(":")
+        spec: dict[str, Any] = {"name": name}
+        if sep:
+            if not objective:
+                raise UsageError(f"attack {item!r} has an empty objective; write e.g. pgd:average or pgd:exit:0")
+            spec["objective"] = objective
+        out.append(spec)
+    if not out:
+        raise UsageError(f"no attack given; write e.g. {flag} pgd:max-average,pgd:average")
+    return out
+
+
+def check_attacks(specs: list[dict[str, Any]]) -> None:
+    """Every attack is registered and every objective parses (exit ranges are checked against the model
+    later, once it is built)."""
+    from ..attacks.base import Objective
+    from ..registry import ATTACKS
+
+    for spec in specs:
+        ATTACKS.get(spec["name"])
+        if "objective" in spec:
+            Objective.parse(spec["objective"])
+
+
+def check_policy(name: str | None, flag: str = "--policy") -> None:
+    """``name`` (None: the default) is a registered exit policy (:mod:`.policies`)."""
+    if name is None:
+        return
+    from .policies import POLICIES
+
+    check(name in POLICIES, f"unknown policy {name!r}; use {flag} with one of {','.join(POLICIES.names())}")

@@ -1,0 +1,27 @@
+"""`neokd-bench compare` reads result files only: it never loads torch (issue 9, item 14)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parents[2] / "leaderboard" / "results" / "fashion-mnist-smoke"
+
+PROBE = """
+import sys
+from neokd_bench.cli import main
+rc = main(["compare", sys.argv[1], sys.argv[2], "--plot", sys.argv[3]])
+from neokd_bench import plots
+plots.plot_result(__import__("neokd_bench.results", fromlist=["x"]).load_result(sys.argv[1]), sys.argv[4])
+print("rc", rc, "torch" in sys.modules)
+"""
+
+
+def test_compare_and_plots_do_not_import_torch(tmp_path):
+    p = subprocess.run([sys.executable, "-c", PROBE, str(RESULTS / "neokd-s0.json"), str(RESULTS / "adv-s0.json"),
+                        str(tmp_path / "cmp.png"), str(tmp_path / "one")],
+                       capture_output=True, text=True, timeout=300, check=False)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip().splitlines()[-1] == "rc 0 False", p.stdout[-500:]
+    assert (tmp_path / "cmp.png").stat().st_size > 0 and (tmp_path / "one" / "result.budgeted.png").exists()

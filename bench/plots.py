@@ -8,33 +8,38 @@
   off-diagonal cells in the title ("Avg. w/o Diag.").
 * :func:`plot_result` - both, beside a result JSON.
 
-Every figure is written as PNG and SVG, atomically (rendered to memory, then temp file + ``os.replace``).
+Every figure is written as PNG and SVG (or the ``formats`` asked for), without dates or random ids,
+atomically (rendered to memory, then temp file + ``os.replace``).
 """
 
 from __future__ import annotations
 
 import io
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from .errors import UsageError  # noqa: E402
-from .evaluation.budgeted import pareto_envelope  # noqa: E402
-from .results import atomic_write  # noqa: E402
+from .errors import UsageError
+from .leaderboard.budget import pareto_envelope
+from .results import atomic_write
 
 FORMATS = ("png", "svg")
+#: No clock and no random ids in the files: the same result gives the same bytes (the leaderboard relies on it).
+_METADATA = {"svg": {"Date": None}, "png": {"Software": None}}
 
 
-def _save(fig: Any, base: Path) -> list[Path]:
+def _save(fig: Any, base: Path, formats: Sequence[str] = FORMATS) -> list[Path]:
     paths = []
-    for fmt in FORMATS:
+    for fmt in formats:
         buf = io.BytesIO()
-        fig.savefig(buf, format=fmt, dpi=150, bbox_inches="tight")
+        with matplotlib.rc_context({"svg.hashsalt": "neokd-bench"}):
+            fig.savefig(buf, format=fmt, dpi=150, bbox_inches="tight", metadata=_METADATA.get(fmt))
         paths.append(atomic_write(base.with_name(f"{base.name}.{fmt}"), buf.getvalue()))
     plt.close(fig)
     return paths
@@ -61,7 +66,8 @@ def default_curve(results: Sequence[dict[str, Any]]) -> str:
 
 
 def plot_budgeted(results: dict[str, Any] | Sequence[dict[str, Any]], out: str | os.PathLike, *,
-                  curve: str | None = None, labels: Sequence[str] | None = None) -> list[Path]:
+                  curve: str | None = None, labels: Sequence[str] | None = None,
+                  formats: Sequence[str] = FORMATS) -> list[Path]:
     """Budgeted accuracy against MFLOPs, one line per result; writes ``out``.png and ``out``.svg."""
     results = [results] if isinstance(results, dict) else list(results)
     if not results:
@@ -85,10 +91,11 @@ def plot_budgeted(results: dict[str, Any] | Sequence[dict[str, Any]], out: str |
     ax.set_title(f"budgeted prediction: {curve}")
     ax.grid(alpha=0.3)
     ax.legend()
-    return _save(fig, _base(out))
+    return _save(fig, _base(out), formats)
 
 
-def plot_transfer(result: dict[str, Any], out: str | os.PathLike, *, title: str | None = None) -> list[Path]:
+def plot_transfer(result: dict[str, Any], out: str | os.PathLike, *, title: str | None = None,
+                  formats: Sequence[str] = FORMATS) -> list[Path]:
     """The transferability heatmap of one result, annotated like the paper's Fig. 4."""
     tr = result["evaluation"].get("transfer")
     if not tr:
@@ -110,7 +117,7 @@ def plot_transfer(result: dict[str, Any], out: str | os.PathLike, *, title: str 
     summary = f"Avg. w/o Diag.: {100 * off:.2f}%" if off is not None else "Avg. w/o Diag.: n/a"
     ax.set_title(f"{title or result_label(result)} ({summary}, n={tr['n']})", fontsize=10)
     fig.colorbar(im, ax=ax, label="attack success rate (%)")
-    return _save(fig, _base(out))
+    return _save(fig, _base(out), formats)
 
 
 def plot_result(result: dict[str, Any], dest: str | os.PathLike) -> list[Path]:

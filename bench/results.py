@@ -37,8 +37,20 @@ from .errors import UsageError
 from .utils import atomic_write as _atomic_write
 
 SCHEMA_VERSION = "2"  # written by this version; 2 adds efficiency, calibration and latency to 1
-SUPPORTED_SCHEMA_VERSIONS = ("1", "2")  # each file is validated against the schema of its own version
 _REPO_ROOT = Path(__file__).resolve().parents[1]
+_SCHEMA_DIRS = (_REPO_ROOT / "leaderboard" / "schema", Path(__file__).resolve().parent / "schema")
+
+
+def supported_schema_versions() -> tuple[str, ...]:
+    """Every version with a ``result-<version>.schema.json`` in the schema folder: a new file is all it takes."""
+    for folder in _SCHEMA_DIRS:
+        found = sorted(p.name[len("result-"):-len(".schema.json")] for p in folder.glob("result-*.schema.json"))
+        if found:
+            return tuple(found)
+    return (SCHEMA_VERSION,)
+
+
+SUPPORTED_SCHEMA_VERSIONS = supported_schema_versions()
 
 
 class ResultValidationError(UsageError):
@@ -51,7 +63,7 @@ class ResultValidationError(UsageError):
 def schema_path(version: str = SCHEMA_VERSION) -> Path:
     """Path of the JSON Schema file for ``version``."""
     name = f"result-{version}.schema.json"
-    candidates = [_REPO_ROOT / "leaderboard" / "schema" / name, Path(__file__).resolve().parent / "schema" / name]
+    candidates = [folder / name for folder in _SCHEMA_DIRS]
     for p in candidates:
         if p.is_file():
             return p
@@ -262,10 +274,11 @@ def validate_result(obj: Any) -> None:
     if "schema_version" not in obj:
         raise ResultValidationError("result field schema_version: required field is missing")
     version = obj["schema_version"]
-    if version not in SUPPORTED_SCHEMA_VERSIONS:
+    supported = supported_schema_versions()
+    if version not in supported:
         raise ResultValidationError(
             f"result field schema_version: unknown schema version {version!r}; this neokd-bench reads "
-            f"{', '.join(repr(v) for v in SUPPORTED_SCHEMA_VERSIONS)} (upgrade neokd-bench or re-run the evaluation)"
+            f"{', '.join(repr(v) for v in supported)} (upgrade neokd-bench or re-run the evaluation)"
         )
     _check_plain_json(obj, [])
     from jsonschema.exceptions import best_match
@@ -338,8 +351,23 @@ def make_result(*, model: dict, dataset: dict, defense: dict | None, training: d
     }
     if notes:
         doc["notes"] = notes
-    doc = to_jsonable(doc)
+    doc = portable_paths(to_jsonable(doc))
     validate_result(doc)
+    return doc
+
+
+#: Fields that name a file of the machine that made the result. They are stored as a name (the checkpoint
+#: sits in the run folder beside the result; the dataset file or folder is identified by its name, and the
+#: bundled file also by ``npz_sha256``), never as an absolute path: committed results carry no machine path.
+PATH_FIELDS: tuple[tuple[str, str], ...] = (("dataset", "path"), ("training", "checkpoint"))
+
+
+def portable_paths(doc: dict) -> dict:
+    """``doc`` with every :data:`PATH_FIELDS` entry reduced to its file name (in place; returned)."""
+    for section, key in PATH_FIELDS:
+        part = doc.get(section)
+        if isinstance(part, dict) and isinstance(part.get(key), str) and part[key]:
+            part[key] = Path(part[key]).name
     return doc
 
 

@@ -69,7 +69,7 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> Path:
-    import torch
+    import torch  # here, not at import: the result and leaderboard layers use this module without torch
 
     return atomic_write(path, lambda fh: torch.save(obj, fh))
 

@@ -77,9 +77,12 @@ def kill_and_resume(workdir: Path, kills: int, kills_per_trial: int = 2, seed: i
     """Run the experiment in ``workdir``; returns the counts (kills, kills during writes, trials, failures)."""
     rng = random.Random(seed)
     ref = workdir / "reference"
+    p = _start(ref, resume=False)
+    while not ref.is_dir() and p.poll() is None:
+        time.sleep(0.01)
     t0 = time.time()
-    _finish(_start(ref, resume=False))
-    span = time.time() - t0  # the kill moments are drawn over the length of a whole run
+    _finish(p)
+    span = time.time() - t0  # kill moments: uniform over the run's life once its folder exists
     ref_w = weights(ref / "checkpoint.pt")
     counts = {"kills": 0, "during_write": 0, "trials": 0, "failures": 0}
     trial = 0

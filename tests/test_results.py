@@ -210,3 +210,8 @@ def test_the_wheel_ships_the_result_schema(tmp_path) -> None:
     assert "neokd_bench/schema/result-1.schema.json" in names
     assert "neokd_bench/schema/result-2.schema.json" in names
     assert "neokd_bench/data/fashion_mnist_subset.npz" in names
+    for f in ("leaderboard/site.py", "leaderboard/templates/index.html.j2", "leaderboard/static/style.css",
+              "leaderboard/reported/neokd-paper.json", "leaderboard/reported/reported.schema.json",
+              "leaderboard/schema/result-1.schema.json"):  # the board builds from an installed wheel too
+        assert f"neokd_bench/{f}" in names
+    assert not any(n.endswith(".pt") or "/results/" in n for n in names)  # data for CI stays in the repo

@@ -1,0 +1,72 @@
+"""The regression gate's arithmetic (no torch): what moved, by how much, and whether that fails.
+
+**Defense regression** (:func:`defense_rows`). A fresh run is compared with the reference entry of the same
+(dataset, preset, model, defense). For every metric (clean and each attack) and exit, with ``p`` and ``s`` the
+reference's mean and sample standard deviation over its training seeds and ``n`` the fresh run's test-set size::
+
+    tolerance = max(Z_SEED * s, sqrt(p * (1 - p) / n))
+
+that is, :data:`Z_SEED` seed standard deviations, never less than one binomial standard error of the test set
+(the floor keeps a reference whose few seeds happen to agree from making the gate flaky). A fresh value below
+``p - tolerance`` is a regression.
+
+**Attack regression** (:func:`attack_rows`). A committed checkpoint attacked at a fixed seed and thread count
+must not become more robust: a per-exit adversarial accuracy above the committed one by more than
+:data:`ATTACK_TOL_SAMPLES` test samples (float noise between CPUs flips at most a sample or so) means an
+attack has weakened.
+"""
+
+from __future__ import annotations
+
+import math
+
+Z_SEED = 2.5
+ATTACK_TOL_SAMPLES = 2
+
+DEFENSE_RULE = (f"rule: a fresh value fails when it is below the reference mean by more than "
+                f"max({Z_SEED} x seed std of the reference, sqrt(p(1-p)/n) of the test set)")
+ATTACK_RULE = (f"rule: the committed checkpoint's adversarial accuracy fails when it rises by more than "
+               f"{ATTACK_TOL_SAMPLES} test samples at the committed seed and thread count (a weaker attack)")
+
+
+
+def defense_rows(fresh: dict, reference_entry: dict) -> list[dict]:
+    """One row per (metric, exit): reference mean, now, delta, tolerance and verdict (``ok`` / ``REGRESSION``)."""
+    from .aggregate import metric_values
+
+    rows = []
+    n = fresh["evaluation"]["anytime"]["n"]
+    L = fresh["model"]["num_exits"]
+    for metric, acc in reference_entry["accuracy"].items():
+        now_vals = [metric_values([fresh], metric, k) for k in range(L)]
+        if not all(now_vals):
+            continue
+        for k in range(L):
+            ref = acc["per_exit"][k]
+            p, s = ref["mean"], ref["std"]
+            tol = max(Z_SEED * s, math.sqrt(p * (1 - p) / n))
+            now = now_vals[k][0]
+            delta = now - p
+            rows.append({"what": metric, "exit": k + 1, "reference": p, "now": now, "delta": delta,
+                         "tolerance": tol, "verdict": "REGRESSION" if delta < -tol else "ok"})
+    return rows
+
+
+def attack_rows(reference: dict, measured: dict) -> list[dict]:
+    """``reference``, ``measured``: ``{"n", "adversarial": {label: per-exit accuracy}}`` (n test samples)."""
+    tol = ATTACK_TOL_SAMPLES / reference["n"]
+    rows = []
+    for label, ref in reference["adversarial"].items():
+        for k, (r, m) in enumerate(zip(ref, measured["adversarial"][label])):
+            rows.append({"what": label, "exit": k + 1, "reference": r, "now": m, "delta": m - r, "tolerance": tol,
+                         "verdict": "ATTACK WEAKER" if m - r > tol else "ok"})
+    return rows
+
+
+def format_rows(rows: list[dict]) -> list[str]:
+    head = f"{'what':<18} {'exit':>4} {'reference':>9} {'now':>7} {'delta':>7} {'tolerance':>9}  verdict"
+    out = [head]
+    for r in rows:
+        out.append(f"{r['what']:<18} {r['exit']:>4} {100 * r['reference']:>9.2f} {100 * r['now']:>7.2f} "
+                   f"{100 * r['delta']:>+7.2f} {100 * r['tolerance']:>9.2f}  {r['verdict']}")
+    return out

@@ -1,0 +1,180 @@
+"""``neokd-bench leaderboard build``: result files in, a static site out (glob, sort, render; no torch).
+
+The site is offline (no CDN, no remote font, no JavaScript), deterministic (no clock: the same inputs give the
+same bytes) and escapes every string that comes from a result file or a plugin (Jinja autoescape; no ``|safe``
+on data; figures are SVG files shown through ``<img>``, where no script runs). Pages:
+
+* ``index.html`` - one table per (dataset, preset, attack), rows sorted by mean adversarial accuracy over
+  exits, ties marked when the lead is not significant over the training seeds;
+* ``<dataset>.html`` - budgeted curves of every defense on one plot, transferability heatmaps, the budget each
+  defense needs to reach a target accuracy against ``adv``, and the paper's reported numbers beside the
+  measured ones;
+* ``entry/<id>.html`` - an entry's resolved config, assumptions and provenance;
+* ``summary.json`` and ``SUMMARY.md`` - the same aggregation as the pages.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import shutil
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from .aggregate import (
+    BASELINE,
+    budgets,
+    diff_text,
+    dumps,
+    load_results,
+    make_entries,
+    markdown,
+    summarize,
+    tables,
+)
+from .budget import format_savings
+from .reported import REPORTED_DIR, load_reported
+
+HERE = Path(__file__).resolve().parent
+
+
+def slug(*parts: str) -> str:
+    """A file-name-safe id: lowercase letters, digits and dashes, plus a short hash of the original text
+    (so two hostile names never collide and none can leave the site folder)."""
+    text = "/".join(parts)
+    base = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:60] or "x"
+    return f"{base}-{hashlib.sha256(text.encode('utf-8')).hexdigest()[:8]}"
+
+
+def pct(ms: dict | None) -> str:
+    return "n/a" if not ms or ms.get("mean") is None else f"{100 * ms['mean']:.2f}"
+
+
+def _env():
+    from jinja2 import Environment, FileSystemLoader, StrictUndefined
+
+    env = Environment(loader=FileSystemLoader(str(HERE / "templates")), autoescape=True,
+                      undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+    env.filters["pct"] = pct
+    env.filters["sd"] = lambda ms: "" if not ms or ms.get("std") is None else f"{100 * ms['std']:.2f}"
+    env.filters["f2"] = lambda v: "n/a" if v is None else f"{v:.2f}"
+    env.filters["diff"] = diff_text
+    env.filters["pretty"] = _pretty
+    return env
+
+
+def _pretty(value: Any) -> str:
+    import json
+
+    return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False)
+
+
+def _write(path: Path, text: str) -> None:
+    from neokd_bench.results import atomic_write
+
+    atomic_write(path, text)
+
+
+def _mean_matrix(runs: list[dict]) -> dict | None:
+    trs = [r["evaluation"].get("transfer") for r in runs]
+    if not all(t and t.get("n", 0) > 0 for t in trs):
+        return None
+    n = len(trs[0]["matrix"])
+    m = [[sum(t["matrix"][i][j] for t in trs) / len(trs) for j in range(n)] for i in range(n)]
+    off = [m[i][j] for i in range(n) for j in range(n) if i != j]
+    return {"evaluation": {"transfer": {"matrix": m, "n": sum(t["n"] for t in trs) // len(trs),
+                                        "offdiag_mean": sum(off) / len(off) if off else None}}}
+
+
+def _versus(budget: float, reference: float, name: str) -> str:
+    """The paper's "a vs b MFLOPs, z% saved"; a defense that needs more than ``adv`` is said so plainly."""
+    if budget <= reference:
+        return format_savings(budget, reference, name, BASELINE)
+    return (f"{name}: {budget:.2f} vs {BASELINE}: {reference:.2f} MFLOPs, "
+            f"{budget / reference:.2f}x the budget of {BASELINE}")
+
+
+def _dataset_pages(entries: list[dict], reported: list[dict], tabs: list[dict], out: Path) -> list[dict]:
+    from neokd_bench.plots import plot_budgeted, plot_transfer
+
+    datasets = sorted({e["dataset"] for e in entries} | {r["dataset"] for r in reported})
+    pages = []
+    for ds in datasets:
+        es = [e for e in entries if e["dataset"] == ds]
+        page: dict[str, Any] = {"dataset": ds, "file": f"{slug(ds)}.html", "presets": [], "reported": [],
+                                "measured_defenses": sorted({e["defense"] for e in es})}
+        for preset in sorted({e["preset"] for e in es}):
+            pes = [e for e in es if e["preset"] == preset]
+            block: dict[str, Any] = {"preset": preset, "curves": [], "transfer": [], "budgets": []}
+            labels = sorted({lab for e in pes for lab in e["accuracy"] if lab != "clean"})
+            for label in labels:
+                have = [e for e in pes if "budgeted" in e["_runs"][0]["evaluation"]
+                        and label in e["_runs"][0]["evaluation"]["budgeted"]["curves"]]
+                if have:
+                    name = f"plots/{slug(ds, preset, label, 'budgeted')}"
+                    plot_budgeted([e["_runs"][0] for e in have], out / name, curve=label,
+                                  labels=[e["defense"] for e in have], formats=("svg",))
+                    block["curves"].append({"attack": label, "svg": f"{name}.svg",
+                                            "seeds": [e["seeds"][0] for e in have]})
+                b = budgets(pes, label)
+                if b:
+                    ref = b["mflops_to_reach"].get(BASELINE, {}).get("mean")
+                    rows = []
+                    for name_, v in sorted(b["mflops_to_reach"].items()):
+                        vs = (_versus(v["mean"], ref, name_)
+                              if v["mean"] is not None and ref and name_ != BASELINE else "")
+                        rows.append({"defense": name_, "mflops": v, "vs_adv": vs})
+                    block["budgets"].append({"attack": label, "target": b["target_accuracy"], "rows": rows})
+            for e in pes:
+                mean = _mean_matrix(e["_runs"])
+                if mean:
+                    name = f"plots/{slug(ds, preset, e['model'], e['defense'], 'transfer')}"
+                    plot_transfer(mean, out / name, title=f"{e['defense']} (mean of {len(e['seeds'])} seeds)",
+                                  formats=("svg",))
+                    block["transfer"].append({"defense": e["defense"], "svg": f"{name}.svg",
+                                              "offdiag": mean["evaluation"]["transfer"]["offdiag_mean"]})
+            block["tables"] = [t for t in tabs if t["dataset"] == ds and t["preset"] == preset]
+            page["presets"].append(block)
+        for r in [r for r in reported if r["dataset"] == ds]:
+            measured = [e for e in es if e["defense"] == r["defense"]]
+            label = r["attack"] or "clean"
+            page["reported"].append({**r, "measured": [
+                {"preset": e["preset"], "model": e["model"], "acc": e["accuracy"].get(label),
+                 "n": len(e["seeds"])} for e in measured if label in e["accuracy"]]})
+        pages.append(page)
+    return pages
+
+
+def build(result_dirs: Iterable[str | Path], out: str | Path, reported_dir: str | Path = REPORTED_DIR) -> dict:
+    """Build the site into ``out``; returns ``{"pages": [...], "entries": n, "files": n}``."""
+    out = Path(out)
+    loaded = load_results(result_dirs)
+    entries = make_entries(loaded)
+    reported = load_reported(reported_dir)
+    tabs = tables(entries)
+    summary = summarize(entries)
+    digest = hashlib.sha256()
+    for path, _ in sorted(loaded, key=lambda pd: pd[0].name):
+        digest.update(path.name.encode("utf-8") + b"\0" + path.read_bytes())
+    if out.exists():
+        for sub in ("plots", "entry"):
+            shutil.rmtree(out / sub, ignore_errors=True)
+    (out / "static").mkdir(parents=True, exist_ok=True)
+    for f in sorted((HERE / "static").iterdir()):
+        _write(out / "static" / f.name, f.read_text(encoding="utf-8"))
+    for e in entries:
+        e["page"] = f"entry/{slug(e['dataset'], e['preset'], e['model'], e['defense'])}.html"
+    pages = _dataset_pages(entries, reported, tabs, out)
+    env = _env()
+    common = {"n_files": len(loaded), "inputs_sha256": digest.hexdigest(), "datasets": pages}
+    _write(out / "index.html", env.get_template("index.html.j2").render(tables=tabs, root="", **common))
+    for page in pages:
+        _write(out / page["file"], env.get_template("dataset.html.j2").render(page=page, root="", **common))
+    for e in entries:
+        rep = [r for r in reported if r["dataset"] == e["dataset"] and r["defense"] == e["defense"]]
+        _write(out / e["page"], env.get_template("entry.html.j2").render(
+            e=e, reported=rep, root="../", dataset_page=slug(e["dataset"]) + ".html", **common))
+    _write(out / "summary.json", dumps(summary))
+    _write(out / "SUMMARY.md", markdown(summary, "leaderboard") + "\n")
+    return {"pages": 1 + len(pages) + len(entries), "entries": len(entries), "files": len(loaded)}

@@ -1,0 +1,86 @@
+"""``neokd-bench validate FILE...``: a result file against its schema, then for consistency (no torch).
+
+Each problem is one line ``FILE: result field FIELD: what is wrong``. The schema step is
+:func:`neokd_bench.results.validate_result` (the version must have a ``result-<version>.schema.json`` in the
+schema folder; per-exit array lengths agree with ``model.num_exits``; accuracies lie in [0, 1]; numbers are
+numbers). The consistency step adds what a schema cannot say:
+
+* FLOPs rise from exit to exit (``model.flops_per_exit``, ``evaluation.budgeted.exit_mflops``);
+* the dataset is a registered one with a threat model (:data:`neokd_bench.presets.THREAT`);
+* every attack is registered, and its ``eps`` is the dataset's;
+* no field holds an absolute path of the machine that made the file (``dataset.path``, ``training.checkpoint``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import Any
+
+from neokd_bench.presets import THREAT
+from neokd_bench.registry import ATTACKS, DATASETS
+from neokd_bench.results import PATH_FIELDS, ResultValidationError, validate_result
+
+EPS_TOL = 1e-6
+
+
+def consistency_problems(doc: dict[str, Any]) -> list[str]:
+    """Problems (``result field F: ...``) of a schema-valid result."""
+    out: list[str] = []
+    flops = doc["model"].get("flops_per_exit") or []
+    out += _rising(flops, "model.flops_per_exit")
+    budgeted = doc["evaluation"].get("budgeted") or {}
+    out += _rising(budgeted.get("exit_mflops") or [], "evaluation.budgeted.exit_mflops")
+    ds = doc["dataset"]["name"]
+    if ds not in DATASETS.names():
+        out.append(f"result field dataset.name: unknown dataset {ds!r}; registered: {', '.join(DATASETS.names())}")
+    threat = THREAT.get(ds)
+    if threat is None and ds in DATASETS.names():
+        out.append(f"result field dataset.name: no threat model for {ds!r} (add it to neokd_bench.presets.THREAT)")
+    for label, spec in (doc["evaluation"].get("attacks") or {}).items():
+        name = spec.get("name") if isinstance(spec, dict) else None
+        if name not in ATTACKS.names():
+            out.append(f"result field evaluation.attacks.{label}.name: unknown attack {name!r}; "
+                       f"registered: {', '.join(ATTACKS.names())}")
+        eps = (spec.get("config") or {}).get("eps") if isinstance(spec, dict) else None
+        if threat is not None and isinstance(eps, (int, float)) and not math.isclose(eps, threat.eps,
+                                                                                       abs_tol=EPS_TOL):
+            out.append(f"result field evaluation.attacks.{label}.config.eps: {eps} contradicts the {ds} threat "
+                       f"model (eps {threat.eps:.6g})")
+    for label in doc["evaluation"]["anytime"].get("adversarial", {}):
+        if label not in (doc["evaluation"].get("attacks") or {}):
+            out.append(f"result field evaluation.anytime.adversarial.{label}: no entry for it in evaluation.attacks")
+    for section, key in PATH_FIELDS:
+        value = (doc.get(section) or {}).get(key)
+        if isinstance(value, str) and (PurePosixPath(value).is_absolute() or PureWindowsPath(value).is_absolute()):
+            out.append(f"result field {section}.{key}: {value!r} is an absolute machine path; store the file name "
+                       "(neokd_bench.results.portable_paths)")
+    return out
+
+
+def _rising(values: list, field: str) -> list[str]:
+    for k in range(1, len(values)):
+        if not values[k] > values[k - 1]:
+            return [(f"result field {field}[{k}]: {values[k]} is not above exit {k}'s {values[k - 1]} "
+                     "(costs must rise from exit to exit)")]
+    return []
+
+
+def check_file(path: str | Path) -> tuple[dict | None, list[str]]:
+    """``(document or None, problems)``; every problem is one line that starts with the file's path."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        return None, [f"{path}: cannot read the file ({exc.__class__.__name__}); pass a result JSON"]
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return None, [(f"{path}: (top level): not JSON, truncated or corrupt ({exc.msg} at line {exc.lineno}, "
+                       f"column {exc.colno})")]
+    try:
+        validate_result(doc)
+    except ResultValidationError as exc:
+        return None, [f"{path}: {exc}"]
+    return doc, [f"{path}: {p}" for p in consistency_problems(doc)]

@@ -1,0 +1,1 @@
+"""A defense packaged on its own, for neokd-bench (see submissions/README.md)."""

@@ -36,7 +36,7 @@ from typing import Any
 from .errors import UsageError
 from .utils import atomic_write as _atomic_write
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"  # written by this version; 2 adds efficiency, calibration and latency to 1
 _REPO_ROOT = Path(__file__).resolve().parents[1]
 _SCHEMA_DIRS = (_REPO_ROOT / "leaderboard" / "schema", Path(__file__).resolve().parent / "schema")
 
@@ -196,6 +196,17 @@ PER_EXIT_FIELDS: tuple[str, ...] = (
     "evaluation.budgeted.curves.*.per_seed.*.thresholds.*",
     "evaluation.transfer.matrix",
     "evaluation.transfer.matrix.*",
+    "evaluation.efficiency.exit_mflops",
+    "evaluation.efficiency.thresholds",
+    "evaluation.efficiency.allocation",
+    "evaluation.efficiency.*.exit_histogram",
+    "evaluation.efficiency.*.per_seed.*.exit_histogram",
+    "evaluation.efficiency.policies.*.thresholds",
+    "evaluation.efficiency.policies.*.*.exit_histogram",
+    "evaluation.efficiency.policy-pgd.thresholds.*",
+    "evaluation.calibration.clean.ece",
+    "evaluation.calibration.adversarial.*.ece",
+    "evaluation.latency.batch_sizes.*.per_exit_ms",
 )
 
 
@@ -229,7 +240,7 @@ def _semantic_checks(doc: dict) -> None:
                     )
 
 
-def _schema_error_message(err) -> str:
+def _schema_error_message(err, version: str = SCHEMA_VERSION) -> str:
     parts = list(err.absolute_path)
     if err.validator == "required" and isinstance(err.instance, dict):
         missing = [k for k in err.validator_value if k not in err.instance]
@@ -239,7 +250,7 @@ def _schema_error_message(err) -> str:
         allowed = set(err.schema.get("properties", {}))
         extra = [k for k in err.instance if k not in allowed]
         if extra:
-            return f"result field {_path_str(parts + [extra[0]])}: unknown field (not in schema {SCHEMA_VERSION})"
+            return f"result field {_path_str(parts + [extra[0]])}: unknown field (not in schema {version})"
     msg = err.message
     if isinstance(err.instance, str) and err.validator in ("type", "oneOf") and _looks_numeric(err.instance):
         msg = f"{err.instance!r} is a string; numbers must be stored as JSON numbers"
@@ -274,7 +285,7 @@ def validate_result(obj: Any) -> None:
 
     err = best_match(_validator(version).iter_errors(obj), key=lambda e: (-len(e.absolute_path),))
     if err is not None:
-        raise ResultValidationError(_schema_error_message(err))
+        raise ResultValidationError(_schema_error_message(err, version))
     _semantic_checks(obj)
 
 

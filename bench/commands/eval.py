@@ -22,7 +22,12 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--attacks", "--attack", dest="attacks",
                    help="comma-separated NAME[:OBJECTIVE], e.g. pgd:max-average,pgd:average,cw,autoattack "
                         "(default: PGD with the protocol's objectives)")
-    p.add_argument("--metrics", help="comma-separated subset of anytime,budgeted,transfer (default: all)")
+    p.add_argument("--metrics", help="comma-separated subset of anytime,budgeted,transfer,efficiency,calibration,"
+                                     "latency (default: anytime,budgeted,transfer)")
+    p.add_argument("--policy", help="exit policy of budgeted prediction: max-softmax (default), entropy or patience")
+    p.add_argument("--budget-index", type=int, help="efficiency: the allocation (0-based) of the budgeted family "
+                                                    "to measure at (default: the one closest to an equal share)")
+    p.add_argument("--policy-budgets", type=int, help="efficiency: budgets at which policy-pgd runs (default 5)")
     p.add_argument("--seeds", help="comma-separated attack seeds (default 0,1,2)")
     p.add_argument("--steps", type=int, help="PGD steps (default 50, paper Sec. 4.1)")
     p.add_argument("--test-limit", type=int, help="evaluate on the first N test images (default: all)")
@@ -45,7 +50,14 @@ def add_parser(sub: Any) -> None:
 def run_eval(args: argparse.Namespace) -> int:
 
     from ..evaluation import anytime_table, describe_model, evaluate
-    from ..evaluation.options import METRICS, check_attacks, parse_attack_list, parse_ints, parse_metrics
+    from ..evaluation.options import (
+        DEFAULT_METRICS,
+        check_attacks,
+        check_policy,
+        parse_attack_list,
+        parse_ints,
+        parse_metrics,
+    )
     from ..presets import EvalProtocol
     from ..results import make_result, write_result
     from ..trainer import load_checkpoint, model_from_checkpoint, resolve_device
@@ -53,9 +65,13 @@ def run_eval(args: argparse.Namespace) -> int:
 
     for flag, val in (("--steps", args.steps), ("--test-limit", args.test_limit), ("--val-limit", args.val_limit),
                       ("--transfer-limit", args.transfer_limit), ("--batch-size", args.batch_size),
-                      ("--val-size", args.val_size)):
+                      ("--val-size", args.val_size), ("--policy-budgets", args.policy_budgets)):
         check(val is None or val >= 1, f"{flag} must be at least 1, got {val}")
-    metrics = parse_metrics(args.metrics) or METRICS
+    n_alloc = EvalProtocol().budget_allocations
+    check(args.budget_index is None or 0 <= args.budget_index < n_alloc,
+          f"--budget-index must be in 0..{n_alloc - 1}, got {args.budget_index}")
+    check_policy(args.policy)
+    metrics = parse_metrics(args.metrics) or DEFAULT_METRICS
     attacks = parse_attack_list(args.attacks) if args.attacks is not None else None
     if attacks is not None:
         check_attacks(attacks)
@@ -83,7 +99,8 @@ def run_eval(args: argparse.Namespace) -> int:
     proto = EvalProtocol()
     proto = dataclasses.replace(proto, **{k: v for k, v in {
         "steps": args.steps, "attack_seeds": seeds, "test_limit": args.test_limit, "metrics": metrics,
-        "transfer_limit": args.transfer_limit}.items() if v is not None})
+        "transfer_limit": args.transfer_limit, "policy": args.policy, "budget_index": args.budget_index,
+        "policy_budgets": args.policy_budgets}.items() if v is not None})
     t = time.perf_counter()
     evaluation = evaluate(model, bundle, dataset_key=state["dataset"], protocol=proto, device=device,
                           metrics=metrics, attacks=attacks, thresholds_on=args.thresholds_on,
@@ -107,6 +124,10 @@ def run_eval(args: argparse.Namespace) -> int:
         from ..plots import plot_result
 
         plot_result(result, path)
+        if evaluation.get("calibration"):
+            from ..evaluation.calibration import plot_reliability
+
+            plot_reliability(result, path.with_name(path.stem + ".reliability"))
     from rich.console import Console
 
     console = Console()
@@ -115,6 +136,11 @@ def run_eval(args: argparse.Namespace) -> int:
     if tr and tr.get("offdiag_mean") is not None:
         console.print(f"transferability: mean off-diagonal success rate {100 * tr['offdiag_mean']:.2f}% "
                       f"on {tr['n']} samples")
+    eff = evaluation.get("efficiency")
+    if eff:
+        from ..evaluation.efficiency import summary_line
+
+        console.print(summary_line(eff))
     console.print(f"result: {path}")
     return 0
 

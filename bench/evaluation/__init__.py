@@ -8,7 +8,9 @@ One job per module:
 * :mod:`.options` - evaluation options as the command line gives them, checked before any work;
 * :mod:`.describe` - the ``model`` section of a result;
 * :mod:`.table` - the per-exit accuracy table;
-* :mod:`.anytime`, :mod:`.budgeted`, :mod:`.transfer` - the metrics themselves.
+* :mod:`.anytime`, :mod:`.budgeted`, :mod:`.transfer` - the metrics themselves, and, only when asked,
+  :mod:`.efficiency`, :mod:`.calibration`, :mod:`.latency` (issue 13);
+* :mod:`.policies` - the exit policies of budgeted prediction (registry ``neokd_bench.policies``).
 
 The names below are imported lazily, so that reading result files (``budgeted``, ``table``) never loads
 torch.
@@ -24,7 +26,7 @@ _EXPORTS = {
     "dataset_tensors": "pipeline",
     "default_attacks": "attacks", "resolve_attacks": "attacks",
     "parse_attack_list": "options", "parse_metrics": "options", "parse_ints": "options",
-    "METRICS": "options", "THRESHOLDS_ON": "options",
+    "METRICS": "options", "DEFAULT_METRICS": "options", "THRESHOLDS_ON": "options",
     "describe_model": "describe",
     "anytime_table": "table",
 }

@@ -13,7 +13,7 @@ so all later metrics are computed without running the model again.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from ..attacks.base import attack_batch
 from .budgeted import ensemble_tables
+from .policies import ensemble_probs, entropy
 
 AttackFn = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -35,6 +36,9 @@ class ExitOutcomes:
     conf: np.ndarray  # float: max softmax of exit k alone
     ens_conf: np.ndarray  # float: max of the mean softmax of exits 0..k
     ens_correct: np.ndarray  # bool: argmax of that mean is right
+    pred: np.ndarray | None = None  # int: exit k's own top-1 class (exit policies: patience)
+    entropy: np.ndarray | None = None  # float: softmax entropy of exit k alone (exit policies: entropy)
+    ens_entropy: np.ndarray | None = None  # float: entropy of the mean softmax of exits 0..k
 
     @property
     def n(self) -> int:
@@ -50,11 +54,11 @@ class ExitOutcomes:
             vals = [getattr(p, name) for p in parts]
             return None if vals[0] is None else np.concatenate(vals, axis=0)
 
-        return ExitOutcomes(*(cat(n) for n in ("top1", "top5", "conf", "ens_conf", "ens_correct")))
+        return ExitOutcomes(**{f.name: cat(f.name) for f in fields(ExitOutcomes)})
 
     def subset(self, idx: np.ndarray) -> "ExitOutcomes":
-        return ExitOutcomes(self.top1[idx], None if self.top5 is None else self.top5[idx], self.conf[idx],
-                            self.ens_conf[idx], self.ens_correct[idx])
+        return ExitOutcomes(**{f.name: None if getattr(self, f.name) is None else getattr(self, f.name)[idx]
+                               for f in fields(ExitOutcomes)})
 
 
 def outcomes_from_logits(logits: Sequence[torch.Tensor], y: torch.Tensor) -> ExitOutcomes:
@@ -69,8 +73,10 @@ def outcomes_from_logits(logits: Sequence[torch.Tensor], y: torch.Tensor) -> Exi
     if num_classes > 5:
         top5 = stacked.topk(5, dim=2).indices.eq(y.view(-1, 1, 1)).any(dim=2)
     ens_conf, _, ens_correct = ensemble_tables(probs, y, ensemble=True)
+    ens_probs = ensemble_probs(probs)
     to = lambda t: None if t is None else t.cpu().numpy()  # noqa: E731
-    return ExitOutcomes(to(top1), to(top5), to(conf), to(ens_conf), to(ens_correct))
+    return ExitOutcomes(to(top1), to(top5), to(conf), to(ens_conf), to(ens_correct), pred=to(stacked.argmax(dim=2)),
+                        entropy=to(entropy(probs)), ens_entropy=to(entropy(ens_probs)))
 
 
 def collect_outcomes(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, device: torch.device | str,

@@ -3,9 +3,10 @@
 An attack is a dict ``{"name": "pgd", "objective": "average", ...}`` of registry name and config fields;
 optional ``"label"`` (default ``name:objective``) and ``"seeds"`` (default ``protocol.attack_seeds``). Every
 attack gets the dataset's ``eps`` (:func:`neokd_bench.presets.attack_settings`) unless it gives its own, and
-every attack with a ``step_size`` (PGD, CW) the dataset's PGD step size; PGD also gets ``random_start=True``
-and ``steps=protocol.steps``; other attacks keep their own defaults for everything else. Attacks run with the
-model in eval mode (``mode="eval"``), which is recorded with each attack's resolved config.
+every attack with a ``step_size`` (PGD, CW) the dataset's PGD step size; PGD and its subclasses (``slowdown``,
+``policy-pgd``) also get ``random_start=True`` and ``steps=protocol.steps``; other attacks keep their own
+defaults for everything else. Attacks run with the model in eval mode (``mode="eval"``), which is recorded
+with each attack's resolved config.
 
 Each batch is attacked with the attack seed and the samples' positions in the evaluated split
 (``attack(model, x, y, index=...)``, see :func:`.anytime.collect_outcomes`), so random starts differ from batch
@@ -48,14 +49,15 @@ class _ResolvedAttack:
     kwargs: dict[str, Any]  # without seed
     seeds: tuple[int, ...]
 
-    def build(self, seed: int):
+    def build(self, seed: int, **extra: Any):
         import neokd_bench as nb
 
-        return nb.create_attack(self.name, **self.kwargs, seed=int(seed))
+        return nb.create_attack(self.name, **{**self.kwargs, **extra}, seed=int(seed))
 
 
 def resolve_attacks(specs: Sequence[dict[str, Any]], *, dataset_key: str, protocol: Any) -> list[_ResolvedAttack]:
     """Fill each attack dict with the dataset's threat model and the protocol's steps and seeds."""
+    from ..attacks.pgd import PGD
     from ..presets import attack_settings
     from ..registry import ATTACKS
 
@@ -73,10 +75,11 @@ def resolve_attacks(specs: Sequence[dict[str, Any]], *, dataset_key: str, protoc
             raise UsageError(f"attack {name!r} has no seeds; pass e.g. --seeds 0,1,2")
         if "seed" in spec:
             raise UsageError(f"attack {name!r}: give seeds as 'seeds' (a list), not 'seed'")
-        accepted = _accepted_fields(ATTACKS.get(name))
+        builder = ATTACKS.get(name)
+        accepted = _accepted_fields(builder)
         # Any attack with a step size (PGD, CW) takes the dataset's PGD step size (presets.THREAT).
         defaults: dict[str, Any] = {"eps": settings["eps"], "step_size": settings["step_size"], "mode": "eval"}
-        if name == "pgd":
+        if isinstance(builder, type) and issubclass(builder, PGD):  # pgd and its kin: slowdown, policy-pgd
             defaults.update(steps=int(protocol.steps), random_start=bool(settings["random_start"]))
         kwargs = {k: v for k, v in defaults.items() if accepted is None or k in accepted}
         kwargs.update(spec)

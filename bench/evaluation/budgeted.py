@@ -187,14 +187,17 @@ def allocation_family(n_val: int, num_exits: int, count: int = 100, p_max: float
 # curves
 # --------------------------------------------------------------------------------------------------
 def budgeted_curve(val_conf, test_conf, test_correct, exit_costs: Sequence[float],
-                   allocations: Sequence[Sequence[int]]) -> dict[str, np.ndarray]:
+                   allocations: Sequence[Sequence[int]], calibrate=None) -> dict[str, np.ndarray]:
     """One point per allocation: thresholds from ``val_conf``, cost and accuracy on the test table.
+
+    ``calibrate(val_conf, allocation) -> thresholds`` defaults to :func:`thresholds_for_allocation` (an exit
+    policy passes its own, :meth:`neokd_bench.evaluation.policies.ExitPolicy.calibrate`).
 
     Returns ``{"thresholds": (A, L), "cost": (A,), "accuracy": (A,), "exit_counts": (A, L)}``.
     """
     th, cost, acc, counts = [], [], [], []
     for alloc in allocations:
-        t = thresholds_for_allocation(val_conf, alloc)
+        t = (calibrate or thresholds_for_allocation)(val_conf, alloc)
         pt = budgeted_point(test_conf, test_correct, t, exit_costs)
         th.append(t)
         cost.append(pt.mean_cost)

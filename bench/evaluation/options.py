@@ -7,7 +7,8 @@ from typing import Any
 
 from ..errors import UsageError, check
 
-METRICS = ("anytime", "budgeted", "transfer")
+DEFAULT_METRICS = ("anytime", "budgeted", "transfer")
+METRICS = DEFAULT_METRICS + ("efficiency", "calibration", "latency")  # the last three only when asked (issue 13)
 THRESHOLDS_ON = ("clean", "adversarial")
 
 
@@ -64,3 +65,12 @@ def check_attacks(specs: list[dict[str, Any]]) -> None:
         ATTACKS.get(spec["name"])
         if "objective" in spec:
             Objective.parse(spec["objective"])
+
+
+def check_policy(name: str | None, flag: str = "--policy") -> None:
+    """``name`` (None: the default) is a registered exit policy (:mod:`.policies`)."""
+    if name is None:
+        return
+    from .policies import POLICIES
+
+    check(name in POLICIES, f"unknown policy {name!r}; use {flag} with one of {','.join(POLICIES.names())}")

@@ -9,8 +9,11 @@ exit-to-exit adversarial transferability (paper Sec. 4, Results 1-3; App. A.2-A.
 3. for every attack and attack seed: ``x_adv`` is made once per batch, then one forward under
    ``torch.inference_mode`` scores all exits; the per-sample tables it keeps serve both anytime and
    budgeted metrics, so no attack runs twice;
-4. anytime summary (mean, std and every seed), budgeted curves (thresholds from the validation split only),
-   and the transferability matrix (PGD single-exit attacks on the samples every exit gets right).
+4. anytime summary (mean, std and every seed), budgeted curves (thresholds from the validation split only,
+   by the exit policy ``protocol.policy``, :mod:`.policies`), and the transferability matrix (PGD single-exit
+   attacks on the samples every exit gets right);
+5. only when asked: efficiency (:mod:`.efficiency`), calibration (:mod:`.calibration`) and latency
+   (:mod:`.latency`), issue 13.
 
 Attacks and their defaults: :mod:`neokd_bench.evaluation.attacks`.
 
@@ -33,7 +36,7 @@ from ..progress import Progress
 from .anytime import ExitOutcomes, accuracy_summary, collect_outcomes, seeded_summary
 from .attacks import default_attacks, resolve_attacks
 from .budgeted import allocation_family, budgeted_curve, thresholds_to_json
-from .options import METRICS, THRESHOLDS_ON
+from .options import DEFAULT_METRICS, METRICS, THRESHOLDS_ON
 from .transfer import transfer_matrix
 
 
@@ -49,16 +52,18 @@ def dataset_tensors(ds: Any, limit: int | None = None) -> tuple[torch.Tensor, to
 
 
 def evaluate(model: torch.nn.Module, bundle: Any, *, dataset_key: str, protocol: Any,
-             device: torch.device | str, metrics: Sequence[str] = METRICS,
+             device: torch.device | str, metrics: Sequence[str] = DEFAULT_METRICS,
              attacks: list[dict[str, Any]] | None = None, thresholds_on: str = "clean", progress: bool = True,
              batch_size: int = 256, val_limit: int | None = None, ensemble: bool = True,
              exit_costs: Sequence[int] | None = None) -> dict[str, Any]:
     """Evaluate ``model`` on ``bundle`` and return the ``evaluation`` section of a result (JSON-ready).
 
-    ``metrics`` is a subset of ``("anytime", "budgeted", "transfer")``; the clean anytime numbers are always
-    reported. ``thresholds_on`` is ``"clean"`` (default) or ``"adversarial"`` (thresholds from validation
-    data attacked by the same attack and seed). ``exit_costs`` are the cumulative fvcore counts per exit
-    (default :func:`neokd_bench.flops.exit_flops`).
+    ``metrics`` is a subset of :data:`~.options.METRICS`: ``anytime``, ``budgeted``, ``transfer`` (the default)
+    and, only when asked, ``efficiency`` (:mod:`.efficiency`), ``calibration`` (:mod:`.calibration`) and
+    ``latency`` (:mod:`.latency`); the clean anytime numbers are always reported. ``protocol.policy`` is the
+    exit policy of budgeted prediction (:mod:`.policies`). ``thresholds_on`` is ``"clean"`` (default) or
+    ``"adversarial"`` (thresholds from validation data attacked by the same attack and seed). ``exit_costs``
+    are the cumulative fvcore counts per exit (default :func:`neokd_bench.flops.exit_flops`).
     """
     t_total = time.perf_counter()
     metrics = tuple(metrics)
@@ -77,13 +82,14 @@ def evaluate(model: torch.nn.Module, bundle: Any, *, dataset_key: str, protocol:
             from ..attacks.base import Objective
 
             Objective.parse(ra.kwargs["objective"]).check(model)
-    want_adv = "anytime" in metrics or "budgeted" in metrics
+    want_adv = "anytime" in metrics or "budgeted" in metrics or "calibration" in metrics
     want_budget = "budgeted" in metrics
+    want_val = want_budget or "efficiency" in metrics
     if val_limit is None:
         val_limit = protocol.test_limit
 
     x_test, y_test = dataset_tensors(bundle.test, protocol.test_limit)
-    if want_budget:
+    if want_val:
         x_val, y_val = dataset_tensors(bundle.val, val_limit)
     wall: dict[str, float] = {}
     ev: dict[str, Any] = {
@@ -93,7 +99,7 @@ def evaluate(model: torch.nn.Module, bundle: Any, *, dataset_key: str, protocol:
         "n_test": len(y_test),
         "attacks": {},
     }
-    if want_budget:
+    if want_val:
         ev["n_val"] = len(y_val)
 
     adv_test: dict[str, list[ExitOutcomes]] = {}
@@ -104,7 +110,7 @@ def evaluate(model: torch.nn.Module, bundle: Any, *, dataset_key: str, protocol:
         clean = collect_outcomes(model, x_test, y_test, device=device, batch_size=batch_size,
                                  on_batch=prog.task("clean test", len(y_test)))
         clean_val = None
-        if want_budget:
+        if want_val:
             clean_val = collect_outcomes(model, x_val, y_val, device=device, batch_size=batch_size,
                                          on_batch=prog.task("clean val", len(y_val)))
         wall["clean_s"] = time.perf_counter() - t
@@ -142,21 +148,41 @@ def evaluate(model: torch.nn.Module, bundle: Any, *, dataset_key: str, protocol:
                                          "wall_s": attack_wall[ra.label]}
         ev["anytime"] = {"n": len(y_test), "clean": clean_sum, "adversarial": adversarial}
 
+        if want_val and exit_costs is None:
+            from ..flops import exit_flops
+
+            exit_costs = exit_flops(model)
+        if want_val and len(exit_costs) != num_exits:
+            raise UsageError(f"exit_costs has {len(exit_costs)} entries for a {num_exits}-exit model")
         # budgeted --------------------------------------------------------------------------------
         if want_budget:
             t = time.perf_counter()
-            if exit_costs is None:
-                from ..flops import exit_flops
-
-                exit_costs = exit_flops(model)
-            if len(exit_costs) != num_exits:
-                raise UsageError(f"exit_costs has {len(exit_costs)} entries for a {num_exits}-exit model")
             ev["budgeted"] = budgeted_section(
                 clean_val=clean_val, clean_test=clean, adv_test=adv_test, adv_val=adv_val,
                 seeds={ra.label: ra.seeds for ra in resolved}, exit_costs=exit_costs,
                 thresholds_on=thresholds_on, count=int(getattr(protocol, "budget_allocations", 100)),
-                ensemble=ensemble)
+                ensemble=ensemble, policy=str(getattr(protocol, "policy", "max-softmax")))
             wall["budgeted_s"] = time.perf_counter() - t
+        # efficiency, calibration, latency (issue 13) ----------------------------------------------
+        if "efficiency" in metrics:
+            from .efficiency import run_efficiency
+
+            t = time.perf_counter()
+            ev["efficiency"] = run_efficiency(
+                model, x_test, y_test, clean_val=clean_val, clean_test=clean, adv_test=adv_test,
+                attacks_out=ev["attacks"], dataset_key=dataset_key, protocol=protocol, device=device,
+                exit_costs=exit_costs, batch_size=batch_size, ensemble=ensemble, task=prog.task)
+            wall["efficiency_s"] = time.perf_counter() - t
+        if "calibration" in metrics:
+            from .calibration import calibration_section
+
+            ev["calibration"] = calibration_section(clean, adv_test, {ra.label: ra.seeds for ra in resolved})
+        if "latency" in metrics:
+            from .latency import latency_section
+
+            t = time.perf_counter()
+            ev["latency"] = latency_section(model, device)
+            wall["latency_s"] = time.perf_counter() - t
 
         # transfer --------------------------------------------------------------------------------
         if "transfer" in metrics:
@@ -177,17 +203,21 @@ def _jsonable_protocol(protocol: Any) -> dict[str, Any]:
 def budgeted_section(*, clean_val: ExitOutcomes, clean_test: ExitOutcomes, adv_test: dict[str, list[ExitOutcomes]],
                      adv_val: dict[str, list[ExitOutcomes]], seeds: dict[str, Sequence[int]],
                      exit_costs: Sequence[int], thresholds_on: str = "clean", count: int = 100,
-                     ensemble: bool = True, p_max: float = 20.0) -> dict[str, Any]:
-    """Budgeted curves (clean, and each attack averaged over seeds) from outcome tables."""
+                     ensemble: bool = True, p_max: float = 20.0, policy: str = "max-softmax") -> dict[str, Any]:
+    """Budgeted curves (clean, and each attack averaged over seeds) from outcome tables; the exit policy
+    (:mod:`.policies`) scores each exit and is calibrated on validation tables only."""
+    from .policies import create_policy
+
     num_exits = clean_test.num_exits
     allocs = allocation_family(clean_val.n, num_exits, count=count, p_max=p_max)
     mflops = np.asarray(exit_costs, dtype=np.float64) / 1e6
+    exit_policy = create_policy(policy)
 
     def tables(o: ExitOutcomes) -> tuple[np.ndarray, np.ndarray]:
-        return (o.ens_conf, o.ens_correct) if ensemble else (o.conf, o.top1)
+        return exit_policy.scores(o, ensemble), (o.ens_correct if ensemble else o.top1)
 
     val_conf_clean = tables(clean_val)[0]
-    base = budgeted_curve(val_conf_clean, *tables(clean_test), mflops, allocs)
+    base = budgeted_curve(val_conf_clean, *tables(clean_test), mflops, allocs, exit_policy.calibrate)
     curves: dict[str, Any] = {"clean": {"mflops": base["cost"].tolist(), "accuracy": base["accuracy"].tolist(),
                                         "max_accuracy": float(base["accuracy"].max())}}
     for label, outs in adv_test.items():
@@ -196,11 +226,12 @@ def budgeted_section(*, clean_val: ExitOutcomes, clean_test: ExitOutcomes, adv_t
         per_seed = []
         for i, (seed, out) in enumerate(zip(seeds[label], outs)):
             if thresholds_on == "adversarial":
-                c = budgeted_curve(tables(adv_val[label][i])[0], *tables(out), mflops, allocs)
+                c = budgeted_curve(tables(adv_val[label][i])[0], *tables(out), mflops, allocs,
+                                   exit_policy.calibrate)
                 entry = {"seed": int(seed), "mflops": c["cost"].tolist(), "accuracy": c["accuracy"].tolist(),
                          "thresholds": thresholds_to_json(c["thresholds"])}
             else:
-                c = budgeted_curve(val_conf_clean, *tables(out), mflops, allocs)
+                c = budgeted_curve(val_conf_clean, *tables(out), mflops, allocs, exit_policy.calibrate)
                 entry = {"seed": int(seed), "mflops": c["cost"].tolist(), "accuracy": c["accuracy"].tolist()}
             per_seed.append(entry)
         acc = np.array([e["accuracy"] for e in per_seed])
@@ -211,6 +242,7 @@ def budgeted_section(*, clean_val: ExitOutcomes, clean_test: ExitOutcomes, adv_t
                          "per_seed": per_seed}
     return {
         "thresholds_on": thresholds_on,
+        "policy": policy,
         "ensemble": bool(ensemble),
         "n_val": int(clean_val.n),
         "n_test": int(clean_test.n),

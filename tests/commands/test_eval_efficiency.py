@@ -1,0 +1,62 @@
+"""`neokd-bench eval --metrics efficiency,calibration` end to end (issue 13): the result is schema
+version 2 with the efficiency field in the shape the leaderboard reads, and bad input is one line."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from neokd_bench.cli import main
+from neokd_bench.results import SCHEMA_VERSION, validate_result
+
+
+def test_eval_efficiency_and_calibration(trained_checkpoint, tmp_path, capsys):
+    out = tmp_path / "r.json"
+    rc = main(["eval", str(trained_checkpoint), "--metrics", "efficiency,calibration", "--steps", "2",
+               "--seeds", "0,1", "--test-limit", "64", "--val-limit", "64", "--policy-budgets", "2", "--quiet",
+               "--device", "cpu", "--out", str(out)])
+    assert rc == 0, capsys.readouterr().err
+    doc = json.loads(out.read_text())
+    assert doc["schema_version"] == SCHEMA_VERSION == "2"
+    validate_result(doc)
+    eff = doc["evaluation"]["efficiency"]
+    L = doc["model"]["num_exits"]
+    assert eff["policy"] == "max-softmax" and isinstance(eff["budget_index"], int)
+    for key in ("clean", "slowdown", "pgd:max-average"):
+        assert isinstance(eff[key]["mflops_mean"], float) and len(eff[key]["exit_histogram"]) == L
+        assert sum(eff[key]["exit_histogram"]) == pytest.approx(1.0)
+    for key in ("slowdown", "pgd:max-average"):
+        assert eff[key]["factor"] == pytest.approx(eff[key]["mflops_mean"] / eff["clean"]["mflops_mean"], rel=1e-9)
+        assert [e["seed"] for e in eff[key]["per_seed"]] == [0, 1]
+    assert set(eff["policies"]) >= {"max-softmax", "entropy", "patience"}
+    assert eff["policies"]["max-softmax"]["thresholds"] == eff["thresholds"]
+    pp = eff["policy-pgd"]
+    assert len(pp["budget_index"]) == 2 and pp["budget_index"][0] == 0
+    assert len(pp["accuracy"]) == len(pp["max_average_accuracy"]) == 2
+    cal = doc["evaluation"]["calibration"]
+    assert len(cal["clean"]["ece"]) == L and "pgd:max-average" in cal["adversarial"]
+    assert (tmp_path / "r.reliability.png").is_file()
+
+
+def test_v1_results_stay_valid():
+    from pathlib import Path
+
+    files = sorted((Path(__file__).resolve().parents[2] / "leaderboard" / "results").rglob("*-s*.json"))
+    assert files
+    for f in files:
+        doc = json.loads(f.read_text())
+        assert doc["schema_version"] == "1"
+        validate_result(doc)
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--policy", "max-sofmax"], "unknown policy 'max-sofmax'"),
+    (["--metrics", "efficency"], "unknown metric 'efficency'"),
+    (["--budget-index", "-1"], "--budget-index must be in 0..99, got -1"),
+    (["--budget-index", "100"], "--budget-index must be in 0..99, got 100"),
+    (["--policy-budgets", "0"], "--policy-budgets must be at least 1"),
+])
+def test_bad_efficiency_arguments(argv, needle, tmp_path, capsys):
+    rc = main(["eval", str(tmp_path / "none.pt")] + argv)
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and needle in err, err

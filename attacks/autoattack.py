@@ -85,7 +85,8 @@ from .base import (
 # The exits an objective attacks
 # ------------------------------------------------------------------------------------------------
 class ExitSet:
-    """The exits one objective attacks: exit ``k`` alone (computed alone, :func:`~neokd_bench.attacks.base.exit_logits`) or all exits."""
+    """The exits one objective attacks: exit ``k`` alone (computed alone,
+    :func:`~neokd_bench.attacks.base.exit_logits`) or all exits."""
 
     def __init__(self, model: nn.Module, objective: Objective) -> None:
         if objective.kind == "max-average":

@@ -6,8 +6,8 @@ and called as ``attack(model, x, y) -> x_adv``. The base owns everything that is
 * **the objective over exits**, the string config field ``objective``:
 
   - ``"exit:k"`` - single attack on exit ``k`` (0-based), paper Eq. 1. Only exit ``k``'s logits are
-    computed (``model(x, upto=k, last_only=True)``, else ``model(x, upto=k)[k]``; :func:`exit_logits`): no block deeper than exit ``k``
-    runs, nor the heads of earlier exits;
+    computed (``model(x, upto=k, last_only=True)``, else ``model(x, upto=k)[k]``; :func:`exit_logits`): no
+    block deeper than exit ``k`` runs, nor the heads of earlier exits;
   - ``"average"`` - the mean over exits of the *per-exit* loss (paper Eq. 3). It is not the loss of the
     averaged logits;
   - ``"max-average"`` - paper Eq. 2: one single attack per exit, then for each sample keep the candidate
@@ -156,7 +156,7 @@ def per_exit_losses(outputs: Sequence[torch.Tensor], y: torch.Tensor, loss_fn: L
     return torch.stack([exit_loss(o, y, k) for k, o in enumerate(outputs)])
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _takes_last_only(cls: type) -> bool:
     try:
         return "last_only" in inspect.signature(cls.forward).parameters
@@ -395,7 +395,8 @@ def sample_keys(index: Any, n: int, device: torch.device) -> torch.Tensor | None
     try:
         keys = torch.as_tensor(index, device=device)
     except (TypeError, ValueError, RuntimeError) as exc:
-        raise UsageError(f"index must hold one integer per sample (the samples' indices in the data set): {exc}") from exc
+        raise UsageError(f"index must hold one integer per sample (the samples' indices in the data set): "
+                         f"{exc}") from exc
     if keys.dtype.is_floating_point or keys.dtype == torch.bool or keys.dtype.is_complex or keys.shape != (n,):
         raise UsageError(f"index must hold one integer per sample: got {keys.dtype} of shape {tuple(keys.shape)} "
                          f"for {n} samples; pass e.g. index=torch.arange(start, start + len(x))")
@@ -436,7 +437,8 @@ class AttackConfig:
         if not isinstance(self.fold_bn, bool):
             _fail("fold_bn", self.fold_bn, "use fold_bn=False (default) or fold_bn=True")
         if self.fold_bn and self.mode != "eval":
-            _fail("fold_bn", self.fold_bn, "BatchNorm can only be folded in eval mode; use fold_bn=False with mode='train'")
+            _fail("fold_bn", self.fold_bn,
+                  "BatchNorm can only be folded in eval mode; use fold_bn=False with mode='train'")
         check_positive_int("select_batch", self.select_batch, 0, "select_batch=0 (automatic) or 512")
         if self.not_fooled not in NOT_FOOLED:
             _fail("not_fooled", self.not_fooled, "use not_fooled='best' (default: the attack's best iterate) or "

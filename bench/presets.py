@@ -104,7 +104,7 @@ class TrainPreset:
         d["model_kwargs"] = dict(self.model_kwargs)
         return d
 
-    def override(self, **kw: Any) -> "TrainPreset":
+    def override(self, **kw: Any) -> TrainPreset:
         return replace(self, **{k: v for k, v in kw.items() if v is not None})
 
 

@@ -28,9 +28,10 @@ import importlib.metadata as md
 import os
 import re
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from .errors import UsageError
 
@@ -104,7 +105,7 @@ class Registry(Generic[T]):
         """Decorator: ``@MODELS.register("mynet")`` registers a builder function or class."""
 
         def deco(obj: T) -> T:
-            self.add(name or getattr(obj, "__name__"), obj, source="decorator")
+            self.add(name or obj.__name__, obj, source="decorator")
             return obj
 
         return deco

@@ -171,7 +171,8 @@ def main() -> None:
         sp = {v: t["naive"] / t[v] for v in names[1:]}
         print(f"{name:<16}" + "".join(f" {sp[v]:>13.2f}x" for v in names[1:])
               + f" {r['predicted']:>8.2f}x {r['pred_b1']:>6.2f}x"
-              + "".join(f" {sp[v] / r['predicted']:>17.0%} {sp[v] / r['pred_b1']:>15.0%}" for v in names[1:] if "fp32" in v),
+              + "".join(f" {sp[v] / r['predicted']:>17.0%} {sp[v] / r['pred_b1']:>15.0%}"
+                        for v in names[1:] if "fp32" in v),
               flush=True)
 
 

@@ -16,8 +16,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-import torch
-
 
 def main(argv: list[str] | None = None) -> int:
     import neokd_bench as nb
@@ -62,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     gap = max(abs(a - b) for a, b in zip(rows["PGD-7 bf16"], rows["PGD-7 fp32"]))
     a7, a50 = rows["PGD-7 fp32"], rows["PGD-50 fp32"]
     stronger = sum(a50) < sum(a7) + 1e-9 and all(b <= a + 1 / len(x) + 1e-9 for a, b in zip(a7, a50))
-    print(f"bf16 vs fp32 PGD-7: largest per-exit gap {100 * gap:.1f} points ({'within' if gap <= 0.01 else 'MORE THAN'} 1)")
+    verdict = "within" if gap <= 0.01 else "MORE THAN"
+    print(f"bf16 vs fp32 PGD-7: largest per-exit gap {100 * gap:.1f} points ({verdict} 1)")
     print(f"PGD-50 vs PGD-7, mean over exits: {100 * sum(a50) / len(a50):.2f} vs {100 * sum(a7) / len(a7):.2f} %; "
           f"at least as strong (lower mean, no exit more than one sample higher): {'yes' if stronger else 'NO'}")
     return 0 if gap <= 0.01 and stronger else 1

@@ -33,7 +33,6 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
-
 from neokd_bench.data.common import IDX_STEMS, file_digest, find_file, load_idx_folder, sha256_array
 
 SEED = 20231101

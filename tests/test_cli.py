@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from neokd_bench.cli import main
 
 RUN = ["run", "--defense", "adv", "--dataset", "fashion-mnist", "--preset", "smoke", "--quiet"]

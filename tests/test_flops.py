@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import os
 
+import neokd_bench as nb
 import pytest
 import torch
-
-import neokd_bench as nb
 from neokd_bench.flops import exit_flops, exit_path_flops, full_forward_flops
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -6,7 +6,6 @@ import copy
 import json
 
 import pytest
-
 from neokd_bench.errors import UsageError
 from neokd_bench.results import (
     SCHEMA_VERSION,

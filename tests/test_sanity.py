@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import neokd_bench as nb
 import pytest
 import torch
-
-import neokd_bench as nb
 from neokd_bench.trainer import TrainConfig, train
 
 

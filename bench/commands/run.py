@@ -127,9 +127,8 @@ def run(args: argparse.Namespace) -> int:
 
     import neokd_bench as nb
 
-    from ..evaluation.options import parse_ints, parse_metrics
-
     from .. import presets
+    from ..evaluation.options import parse_ints, parse_metrics
     from ..registry import DATASETS, DEFENSES, MODELS
     from ..trainer import CHECKPOINT_NAME, TrainConfig, check_resume, load_checkpoint, resolve_device, train
     from ..utils import check_output_dir

@@ -8,8 +8,9 @@ set with ``split_seed`` (budgeted evaluation sets its thresholds there, never on
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 from torch.utils.data import Dataset
@@ -59,7 +60,7 @@ class TensorImageDataset(Dataset):
             x = self.transform(x)
         return x, int(self.labels[i])
 
-    def subset(self, n: int | None) -> "TensorImageDataset":
+    def subset(self, n: int | None) -> TensorImageDataset:
         """First ``n`` samples (the splits are stored stratified-shuffled, so a prefix stays balanced)."""
         if n is None or n >= len(self):
             return self

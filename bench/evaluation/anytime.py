@@ -13,8 +13,9 @@ so all later metrics are computed without running the model again.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -49,14 +50,14 @@ class ExitOutcomes:
         return int(self.top1.shape[1])
 
     @staticmethod
-    def concat(parts: Sequence["ExitOutcomes"]) -> "ExitOutcomes":
+    def concat(parts: Sequence[ExitOutcomes]) -> ExitOutcomes:
         def cat(name: str):
             vals = [getattr(p, name) for p in parts]
             return None if vals[0] is None else np.concatenate(vals, axis=0)
 
         return ExitOutcomes(**{f.name: cat(f.name) for f in fields(ExitOutcomes)})
 
-    def subset(self, idx: np.ndarray) -> "ExitOutcomes":
+    def subset(self, idx: np.ndarray) -> ExitOutcomes:
         return ExitOutcomes(**{f.name: None if getattr(self, f.name) is None else getattr(self, f.name)[idx]
                                for f in fields(ExitOutcomes)})
 

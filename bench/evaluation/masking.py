@@ -70,7 +70,8 @@ def zero_gradient_fraction(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -
 
 
 def run_masking_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, step_size: float,
-                       steps: int = 20, objective: str = "average", eps_multiples: Sequence[float] = (0.25, 0.5, 1.0, 2.0),
+                       steps: int = 20, objective: str = "average",
+                       eps_multiples: Sequence[float] = (0.25, 0.5, 1.0, 2.0),
                        large_eps: float = 1.0, large_eps_max_acc: float = 0.05, more_steps_factor: int = 4,
                        square_queries: int = 1000, seed: int = 0, tol: float | None = None,
                        batch_size: int = 250, not_fooled: str = "best") -> dict[str, Any]:

@@ -15,7 +15,8 @@ The diagonal is each single-exit attack's own success rate at the exit it target
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch

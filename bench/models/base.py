@@ -26,8 +26,7 @@ Exit indices are 0-based in code and configs (``exit:0`` is the shallowest exit)
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn

@@ -36,9 +36,9 @@ what a sample leaving at exit ``k`` needs.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
-from collections.abc import Sequence
 
 import torch
 from torch import nn

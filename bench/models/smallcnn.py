@@ -14,7 +14,7 @@ Triple-Wins feeds raw [0, 1] MNIST pixels; a dataset may pass its own statistics
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn

@@ -24,8 +24,8 @@ Assumptions and limits:
 
 from __future__ import annotations
 
-from typing import Any
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -64,7 +64,8 @@ class TimmExits(MultiExitModel):
         if not isinstance(body, FeatureDictNet):
             raise UsageError(
                 f"timm_exits: {backbone!r} has a {type(body).__name__} feature wrapper, which cannot stop early; "
-                "choose a CNN whose features_only wrapper is FeatureListNet (e.g. resnet18, resnet50, regnety_002, convnext_atto)"
+                "choose a CNN whose features_only wrapper is FeatureListNet "
+                "(e.g. resnet18, resnet50, regnety_002, convnext_atto)"
             )
         cfg = getattr(body, "pretrained_cfg", None) or {}
         c = in_chans

@@ -10,6 +10,7 @@ import torchattacks
 from neokd_bench.attacks.base import Objective, fold_batchnorm, objective_loss, select_max_average
 from neokd_bench.errors import UsageError
 from neokd_bench.models.base import ExitForward
+
 from .tiny_models import make_batch, make_model
 
 
@@ -45,7 +46,8 @@ def test_average_objective_is_mean_of_per_exit_ce() -> None:
     xr = x.clone().requires_grad_(True)
     (g,) = torch.autograd.grad(objective_loss(model, xr, y, Objective("average")).mean(), [xr])
     expected = torch.clamp(x + 0.01 * g.sign(), 0, 1)
-    got = nb.create_attack("pgd", eps=0.05, step_size=0.01, steps=1, random_start=False, objective="average")(model, x, y)
+    attack = nb.create_attack("pgd", eps=0.05, step_size=0.01, steps=1, random_start=False, objective="average")
+    got = attack(model, x, y)
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
 
 
@@ -275,7 +277,8 @@ def test_trades_start_is_a_small_gaussian() -> None:
     model = make_model(3)
     x, y = make_batch(model, 64)
     x = x.clamp(0.1, 0.9)  # keep the clamp to [0, 1] out of the way
-    adv = nb.create_attack("pgd", eps=0.1, step_size=0.0, steps=1, start="trades", objective="exit:0", seed=0)(model, x, y)
+    attack = nb.create_attack("pgd", eps=0.1, step_size=0.0, steps=1, start="trades", objective="exit:0", seed=0)
+    adv = attack(model, x, y)
     delta = adv - x
     assert 0.0008 < float(delta.std()) < 0.0012 and abs(float(delta.mean())) < 1e-4
     with pytest.raises(UsageError, match="start"):

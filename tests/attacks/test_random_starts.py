@@ -34,7 +34,8 @@ def test_a_sample_gets_the_same_start_in_any_batch_and_position(objective: str) 
     x, y = make_batch(model, 8)
     attack = start_only(objective)
     index = torch.arange(100, 108)
-    whole = attack.candidates(model, x, y, index=index) if objective == "max-average" else attack(model, x, y, index=index)
+    whole = (attack.candidates(model, x, y, index=index) if objective == "max-average"
+             else attack(model, x, y, index=index))
     perm = torch.tensor([5, 2, 7, 0, 1, 6, 3, 4])
     shuffled = (attack.candidates(model, x[perm], y[perm], index=index[perm]) if objective == "max-average"
                 else attack(model, x[perm], y[perm], index=index[perm]))

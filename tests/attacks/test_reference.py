@@ -12,6 +12,7 @@ from pyautoattack import AutoAttack
 from pyautoattack.autopgd_base import APGDAttack, APGDAttack_targeted
 from pyautoattack.fab_pt import FABAttack_PT
 from pyautoattack.square import SquareAttack
+
 from .tiny_models import make_batch, make_model
 
 N = 200

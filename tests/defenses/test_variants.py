@@ -5,11 +5,11 @@ its base's loss, and says what it is in the result file."""
 from __future__ import annotations
 
 import json
-import tomllib
 from pathlib import Path
 
 import neokd_bench as nb
 import pytest
+import tomllib
 import torch
 from neokd_bench.cli import main
 from neokd_bench.defenses.variants import VARIANTS, Variant

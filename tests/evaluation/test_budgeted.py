@@ -7,7 +7,6 @@ import inspect
 import numpy as np
 import pytest
 import torch
-
 from neokd_bench.evaluation.budgeted import (
     allocation_family,
     budget_to_reach,

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+import neokd_bench as nb
 import numpy as np
 import pytest
 import torch
-
-import neokd_bench as nb
 from neokd_bench.evaluation.transfer import all_exits_correct, offdiag_mean, transfer_matrix
 
 KW = dict(eps=0.1, step_size=0.025, steps=5, random_start=True, seed=3, mode="eval")

@@ -14,7 +14,7 @@ import warnings
 
 from .errors import TrainingDivergedError, UsageError
 
-COMMANDS = ("list", "run", "eval", "compare", "masking", "validate", "check", "leaderboard")
+COMMANDS = ("list", "run", "eval", "compare", "masking", "validate", "check", "leaderboard", "reproduce")
 
 
 class _Parser(argparse.ArgumentParser):

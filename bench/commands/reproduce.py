@@ -1,0 +1,149 @@
+"""`neokd-bench reproduce TABLE`: run one table of the paper as a grid of `neokd-bench run`s, then write it.
+
+    neokd-bench reproduce table2 --dry-run                  # the CIFAR-10 grid, its result files and cost
+    neokd-bench reproduce cpu --jobs 2                      # the CPU reproduction (bundled Fashion-MNIST)
+    neokd-bench reproduce table6 --dataset fashion-mnist --preset smoke --seeds 0,1,2
+    neokd-bench reproduce table3 --executor slurm --partition gpu --gpus-per-job 4 --time-min 2880
+
+The grids (tables 1-8, figures 2-4, A1-A4, cpu) are data in ``neokd_bench.reproduce.grids``. Each run is
+``neokd-bench run --defense D --dataset DS --preset P --seed S --out <runs-dir>/<D>-<DS>-<P>-s<S> --quiet``
+(``--resume`` when its folder has a checkpoint); a run whose result file exists is skipped, so running the
+command again after a kill continues where it stopped (at most the epoch in progress of each run is lost).
+After the runs: ``<runs-dir>/TABLE.md`` in the paper's layout, and the results copied to
+``leaderboard/results/<dataset>-<preset>/`` with their summary (``--board``; ``--no-board`` to skip).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..errors import UsageError, check
+from .leaderboard import DEFAULT_RESULTS
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("reproduce", help="run a table of the paper as a grid of runs (local or Slurm), then "
+                                         "write it in the paper's layout")
+    p.add_argument("table", metavar="TABLE", help="table1..table8, figure2..figure4, a1..a4, or cpu "
+                                                  "(the CPU reproduction on the bundled Fashion-MNIST)")
+    p.add_argument("--dataset", help="run the table's grid on another dataset, e.g. fashion-mnist")
+    p.add_argument("--preset", help="training preset of every run (default: the table's, e.g. paper)")
+    p.add_argument("--seeds", help="comma-separated training seeds of every defense (default: the table's)")
+    p.add_argument("--executor", choices=["local", "slurm"], default="local")
+    p.add_argument("--jobs", type=int, default=1, help="local: runs side by side, each with cores // N threads")
+    p.add_argument("--runs-dir", help="folder of the run folders (default runs/reproduce/<table>)")
+    p.add_argument("--dry-run", action="store_true", help="print the runs, their result files and cost; run nothing")
+    p.add_argument("--board", help="leaderboard folder the results are copied to "
+                                   "(default leaderboard/results/<dataset>-<preset>)")
+    p.add_argument("--no-board", action="store_true", help="do not copy the results to the leaderboard")
+    p.add_argument("--run-arg", action="append", default=[], metavar="ARG",
+                   help="one more option for every `neokd-bench run`, e.g. --run-arg=--train-limit=64 (repeatable)")
+    p.add_argument("--device", default="cpu", help="--dry-run: device the throughput is measured on")
+    s = p.add_argument_group("slurm (flags override --slurm-config)")
+    s.add_argument("--slurm-config", metavar="FILE", help="TOML or JSON with partition, gpus_per_job, time_min, "
+                                                          "cpus_per_job, mem_gb, array_parallelism, account, ...")
+    s.add_argument("--partition")
+    s.add_argument("--gpus-per-job", type=int, help="GPUs of one run; more than 1 runs it under torchrun")
+    s.add_argument("--time-min", type=int, help="time limit of one run, minutes")
+    s.add_argument("--cpus-per-job", type=int)
+    s.add_argument("--mem-gb", type=int)
+    s.add_argument("--slurm-cluster", choices=["slurm", "local", "debug"], default="slurm",
+                   help="submitit cluster: slurm, or local / debug to run the same jobs without Slurm")
+    s.add_argument("--print-sbatch", action="store_true", help="print the sbatch script and submit nothing")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..evaluation.options import parse_ints
+    from ..presets import train_preset
+    from ..reproduce.grids import get_grid, plan
+
+    grid = get_grid(args.table, args.dataset, args.preset, parse_ints(args.seeds, "--seeds"))
+    train_preset(grid.dataset, grid.preset)  # an unknown (dataset, preset) fails now, with what to type
+    check(args.jobs >= 1, f"--jobs must be at least 1, got {args.jobs}; e.g. --jobs 2")
+    runs_dir = Path(args.runs_dir) if args.runs_dir else Path("runs") / "reproduce" / grid.name
+    runs = plan(grid, runs_dir, tuple(args.run_arg))
+    if args.dry_run:
+        return _dry_run(grid, runs, args.device)
+    if args.executor == "slurm":
+        return _slurm(args, grid, runs, runs_dir)
+    from ..reproduce.executors import run_local
+
+    codes = run_local(runs, args.jobs)
+    failed = sorted(n for n, c in codes.items() if c != 0)
+    _publish(args, grid, runs, runs_dir)
+    if failed:
+        print(f"{len(failed)} run(s) failed: {', '.join(failed)}; see {runs_dir / 'logs'}; rerun the same "
+              f"command to resume them", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _publish(args: argparse.Namespace, grid, runs, runs_dir: Path) -> None:
+    from ..reproduce.report import publish
+
+    board = None
+    if not args.no_board:
+        board = Path(args.board) if args.board else DEFAULT_RESULTS / f"{grid.dataset}-{grid.preset}"
+    title = args.board or f"leaderboard/results/{grid.dataset}-{grid.preset}"
+    done = sum(r.result.is_file() for r in runs)
+    for path in publish(grid, runs, runs_dir, board, title):
+        print(f"wrote {path}")
+    print(f"{done}/{len(runs)} runs finished")
+
+
+def _slurm(args: argparse.Namespace, grid, runs, runs_dir: Path) -> int:
+    from ..reproduce.executors import load_slurm_options, sbatch_script, submit
+
+    opts = load_slurm_options(args.slurm_config, partition=args.partition, gpus_per_job=args.gpus_per_job,
+                              time_min=args.time_min, cpus_per_job=args.cpus_per_job, mem_gb=args.mem_gb)
+    folder = runs_dir / "slurm"
+    if args.print_sbatch:
+        print(sbatch_script(runs, opts, folder))
+        return 0
+    try:
+        jobs = submit(runs, opts, folder, args.slurm_cluster)
+    except RuntimeError as exc:
+        if "srun" in str(exc):
+            raise UsageError("--executor slurm: no Slurm here (srun not found); use --executor local, "
+                             "--slurm-cluster local, or --print-sbatch") from exc
+        raise
+    if not jobs:
+        print("every run is done; nothing submitted")
+        return 0
+    print(f"submitted {len(jobs)} runs as job array {jobs[0].job_id.split('_')[0]}; logs in {folder}; "
+          f"when they finish, rerun this command to write the table (finished runs are skipped)")
+    if args.slurm_cluster != "slurm":  # local / debug: wait here, then write the table
+        for job in jobs:
+            job.result()
+        _publish(args, grid, runs, runs_dir)
+    return 0
+
+
+def _dry_run(grid, runs, device: str) -> int:
+    from ..reproduce.cost import measure
+    from ..reproduce.executors import is_done
+
+    cost = measure(grid, device)
+    print(f"{grid.title}")
+    print(f"dataset {grid.dataset}, preset {grid.preset}, model {cost.model}, {len(runs)} runs")
+    for r in runs:
+        state = "done" if is_done(r) else ("resume" if (r.folder / "checkpoint.pt").is_file() else "todo")
+        print(f"  [{state}] neokd-bench {' '.join(r.argv(False))}")
+        for out in r.outputs():
+            print(f"          -> {out}")
+        if r.eval_result is not None:
+            print(f"          then neokd-bench {' '.join(r.eval_argv())}")
+    todo = [r for r in runs if not is_done(r)]
+    per_run = cost.seconds_per_run
+    print(f"cost: {cost.flops / 1e6:.2f} MFLOPs per forward pass (fvcore) x "
+          f"{(cost.train_passes + cost.eval_passes) / 1e6:.1f} M passes per run "
+          f"({cost.train_passes / 1e6:.1f} M training, {cost.eval_passes / 1e6:.1f} M evaluation)")
+    print(f"throughput: {cost.flops_per_s / 1e9:.1f} GFLOP/s measured now ({cost.device}, best of 3 timed forward "
+          f"passes of a batch of 32)")
+    print(f"estimate: {per_run / 3600:.2f} h per run, {len(todo) * per_run / 3600:.1f} h for the "
+          f"{len(todo)} runs not done, on this device one at a time")
+    return 0

@@ -1,0 +1,136 @@
+"""A grid's results in the paper's layout, and on the leaderboard (no torch).
+
+:func:`publish` copies every finished run's ``result.json`` to ``<board>/<defense>-s<seed>.json`` (paths
+made portable, as on every write), writes the folder's ``SUMMARY.md`` / ``summary.json`` / budgeted plot with
+the leaderboard layer (:func:`write_summary`, the code of ``scripts/reference_results.py`` and of the site),
+and :func:`paper_table` writes the table as the paper lays it out: per row, the measured mean ± std over
+training seeds, the paper's reported number, their difference, and the 95% Welch interval of the difference
+against ``adv`` (a lead whose interval straddles zero is a tie). Reported numbers come from
+``leaderboard/reported/``; when the grid runs on another dataset than the paper's table, they are the paper's
+dataset's and only the layout is comparable; the header says so.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from ..leaderboard.aggregate import diff_text, dumps, load_results, make_entries, markdown, metric_values, summarize
+from ..leaderboard.reported import load_reported
+from ..leaderboard.stats import welch_diff
+from ..utils import atomic_write_text
+from .grids import Grid, Run
+
+
+def write_summary(folder: Path, title: str, target: float | None = None) -> str:
+    """``summary.json``, ``SUMMARY.md`` and the seed-0 budgeted plot of a folder of result files; returns
+    the markdown."""
+    from ..plots import plot_budgeted
+    from ..results import load_result
+
+    summary = summarize(make_entries(load_results([folder])), target)
+    text = markdown(summary, title)
+    atomic_write_text(folder / "summary.json", dumps(summary))
+    atomic_write_text(folder / "SUMMARY.md", text + "\n")
+    seed0 = [load_result(p) for p in sorted(folder.glob("*-s0.json"))]
+    if seed0:
+        plot_budgeted(seed0, folder / "budgeted-s0")
+    return text
+
+
+def copy_results(runs: Sequence[Run], board: Path) -> list[Path]:
+    """Each finished run's result file as ``<board>/<defense>-s<seed>.json``, with portable paths."""
+    from ..results import load_result, portable_paths, write_result
+
+    board.mkdir(parents=True, exist_ok=True)
+    out = []
+    for r in runs:
+        if r.result.is_file():
+            out.append(write_result(board / f"{r.defense}-s{r.seed}.json", portable_paths(load_result(r.result))))
+    return out
+
+
+def _pct(v: float | None) -> str:
+    return "n/a" if v is None else f"{100 * v:.2f}"
+
+
+def _cell(ms: dict | None) -> str:
+    return "n/a" if not ms or ms.get("mean") is None else f"{100 * ms['mean']:.2f} ± {100 * ms['std']:.2f}"
+
+
+def _measured(paths: list[Path]) -> dict[str, dict]:
+    """defense -> leaderboard entry (mean ± std over seeds) of the given result files."""
+    loaded = []
+    for p in paths:
+        loaded.append((p, json.loads(p.read_text(encoding="utf-8"))))
+    return {e["defense"]: e for e in make_entries(loaded)} if loaded else {}
+
+
+def paper_table(grid: Grid, runs: Sequence[Run]) -> str:
+    """The grid's table in the paper's layout, as markdown (measured beside reported, with the difference)."""
+    files = [r.eval_result if r.eval_result is not None else r.result for r in runs]
+    entries = _measured([p for p in files if p is not None and p.is_file()])
+    reported = {(e["table"], e["part"], e["defense"]): e for e in load_reported()}
+    L = grid.num_exits
+    lines = [f"# {grid.title}", "",
+             f"Measured here: dataset `{grid.dataset}`, preset `{grid.preset}`, trained with the {grid.train_attack} "
+             f"attack; top-1 accuracy (%) as mean ± std over training seeds (n = seeds finished). `reported` is "
+             f"the paper's number; `difference` is measured minus reported; `vs adv` is the mean difference "
+             f"against `adv` over seeds with its 95% Welch interval (tie: the interval straddles zero).", ""]
+    paper_ds = {e["dataset"] for key, e in reported.items() if (key[0], key[1]) in grid.reported}
+    if paper_ds and paper_ds != {grid.dataset}:
+        lines += [f"The reported numbers are the paper's on {', '.join(sorted(paper_ds))}, not on "
+                  f"{grid.dataset}: compare the layout and the ordering of rows, not the values.", ""]
+    if grid.note:
+        lines += [f"Note: {grid.note}.", ""]
+    if grid.metric in ("budgeted", "transfer"):
+        lines += ["This is a figure of the paper; its measured numbers (budgets to reach a target accuracy, "
+                  "transferability) are in `SUMMARY.md` beside the copied results.", ""]
+        return "\n".join(lines)
+    parts = grid.attacks or ("clean",)
+    for i, label in enumerate(parts):
+        metric = "clean" if label == "clean" else label
+        where = grid.reported[i] if i < len(grid.reported) else None
+        head = f"({where[1]}) " if where else ""
+        lines += [f"## {head}{'clean accuracy' if metric == 'clean' else metric}"
+                  + (f" (paper Table {where[0]}{where[1]})" if where else ""), "",
+                  "| row | | " + " | ".join(f"exit {k + 1}" for k in range(L)) + " | avg |",
+                  "| --- | --- |" + " --- |" * (L + 1)]
+        base = entries.get("adv")
+        for defense, row in grid.rows():
+            e = entries.get(defense)
+            acc = (e or {}).get("accuracy", {}).get(metric)
+            n = len(e["seeds"]) if e and acc else 0
+            meas = [*(acc["per_exit"] if acc else [None] * L), acc["avg"] if acc else None]
+            rep = reported.get((*where, defense)) if where else None
+            rep_vals = [*(v / 100 for v in rep["top1"]["per_exit"]), rep["top1"]["avg"] / 100] if rep else None
+            lines.append(f"| {row} | measured (n={n}) | " + " | ".join(_cell(m) for m in meas) + " |")
+            if rep_vals and len(rep_vals) == L + 1:
+                lines.append("| | reported | " + " | ".join(_pct(v) for v in rep_vals) + " |")
+                diffs = [None if not m or m.get("mean") is None else m["mean"] - v for m, v in zip(meas, rep_vals)]
+                lines.append("| | difference | " + " | ".join(
+                    "n/a" if d is None else f"{100 * d:+.2f}" for d in diffs) + " |")
+            if base is not None and defense != "adv" and acc and metric in base["accuracy"]:
+                cells = []
+                for k in [*range(L), None]:
+                    a = metric_values(e["_runs"], metric, k)
+                    b = metric_values(base["_runs"], metric, k)
+                    cells.append(diff_text(welch_diff(a, b)) if a and b else "n/a")
+                lines.append("| | vs adv | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def publish(grid: Grid, runs: Sequence[Run], runs_dir: Path, board: Path | None, title: str = "") -> list[Path]:
+    """Write the paper-layout table next to the runs (``<runs-dir>/TABLE.md``) and, with ``board``, copy the
+    results there with their summary (titled ``title``) and the same table (``<board>/<grid>.md``). Returns
+    the files written."""
+    text = paper_table(grid, runs) + "\n"
+    written = [atomic_write_text(runs_dir / "TABLE.md", text)]
+    if board is not None and any(r.result.is_file() for r in runs):
+        copy_results(runs, board)
+        write_summary(board, title or board.name)
+        written += [atomic_write_text(board / f"{grid.name}.md", text), board / "SUMMARY.md"]
+    return written
+

@@ -32,6 +32,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--dataset", help="run the table's grid on another dataset, e.g. fashion-mnist")
     p.add_argument("--preset", help="training preset of every run (default: the table's, e.g. paper)")
     p.add_argument("--seeds", help="comma-separated training seeds of every defense (default: the table's)")
+    p.add_argument("--defenses", help="comma-separated subset of the table's rows (default: all)")
     p.add_argument("--executor", choices=["local", "slurm"], default="local")
     p.add_argument("--jobs", type=int, default=1, help="local: runs side by side, each with cores // N threads")
     p.add_argument("--runs-dir", help="folder of the run folders (default runs/reproduce/<table>)")
@@ -61,7 +62,8 @@ def run(args: argparse.Namespace) -> int:
     from ..presets import train_preset
     from ..reproduce.grids import get_grid, plan
 
-    grid = get_grid(args.table, args.dataset, args.preset, parse_ints(args.seeds, "--seeds"))
+    defenses = tuple(d.strip() for d in args.defenses.split(",") if d.strip()) if args.defenses else None
+    grid = get_grid(args.table, args.dataset, args.preset, parse_ints(args.seeds, "--seeds"), defenses)
     train_preset(grid.dataset, grid.preset)  # an unknown (dataset, preset) fails now, with what to type
     check(args.jobs >= 1, f"--jobs must be at least 1, got {args.jobs}; e.g. --jobs 2")
     runs_dir = Path(args.runs_dir) if args.runs_dir else Path("runs") / "reproduce" / grid.name
@@ -142,8 +144,8 @@ def _dry_run(grid, runs, device: str) -> int:
     print(f"cost: {cost.flops / 1e6:.2f} MFLOPs per forward pass (fvcore) x "
           f"{(cost.train_passes + cost.eval_passes) / 1e6:.1f} M passes per run "
           f"({cost.train_passes / 1e6:.1f} M training, {cost.eval_passes / 1e6:.1f} M evaluation)")
-    print(f"throughput: {cost.flops_per_s / 1e9:.1f} GFLOP/s measured now ({cost.device}, best of 3 timed forward "
-          f"passes of a batch of 32)")
+    print(f"throughput: {cost.flops_per_s / 1e9:.1f} GFLOP/s measured now ({cost.device}, best of 5 timed forward "
+          f"passes of a batch of {cost.batch})")
     print(f"estimate: {per_run / 3600:.2f} h per run, {len(todo) * per_run / 3600:.1f} h for the "
           f"{len(todo)} runs not done, on this device one at a time")
     return 0

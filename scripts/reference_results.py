@@ -57,19 +57,9 @@ def main() -> int:
                 continue
             shutil.copyfile(run_dir / "result.json", dest)
             print(f"{d} seed {s}: {time.time() - t:.0f} s -> {dest.relative_to(ROOT)}", flush=True)
-    from neokd_bench.leaderboard.aggregate import dumps, load_results, make_entries, markdown, summarize
-    from neokd_bench.plots import plot_budgeted
-    from neokd_bench.results import load_result
-    from neokd_bench.utils import atomic_write_text
+    from neokd_bench.reproduce.report import write_summary
 
-    summary = summarize(make_entries(load_results([folder])), args.target)
-    title = str(folder.relative_to(ROOT))
-    atomic_write_text(folder / "summary.json", dumps(summary))
-    atomic_write_text(folder / "SUMMARY.md", markdown(summary, title) + "\n")
-    seed0 = [load_result(p) for p in sorted(folder.glob("*-s0.json"))]
-    if seed0:
-        plot_budgeted(seed0, folder / "budgeted-s0")
-    print(markdown(summary, title))
+    print(write_summary(folder, str(folder.relative_to(ROOT)), args.target))
     return 0
 
 

@@ -116,12 +116,20 @@ def _slurm(args: argparse.Namespace, grid, runs, runs_dir: Path) -> int:
     if not jobs:
         print("every run is done; nothing submitted")
         return 0
-    print(f"submitted {len(jobs)} runs as job array {jobs[0].job_id.split('_')[0]}; logs in {folder}; "
-          f"when they finish, rerun this command to write the table (finished runs are skipped)")
-    if args.slurm_cluster != "slurm":  # local / debug: wait here, then write the table
+    print(f"submitted {len(jobs)} runs as job array {jobs[0].job_id.split('_')[0]}; logs in {folder}")
+    if args.slurm_cluster == "slurm":
+        print("when they finish, rerun this command to write the table (finished runs are skipped)")
+    else:  # submitit's local / debug cluster: wait here, then write the table
+        failed = []
         for job in jobs:
-            job.result()
+            try:
+                job.result()
+            except Exception as exc:  # a failed task: its run's log says why; the others still count
+                failed.append(str(exc).strip().splitlines()[-1])
         _publish(args, grid, runs, runs_dir)
+        if failed:
+            print(f"{len(failed)} job(s) failed: " + "; ".join(failed), file=sys.stderr)
+            return 1
     return 0
 
 

@@ -7,15 +7,15 @@ A run's work is counted in *forward passes of the whole network per image* (a ba
   ``A`` = (sum over exits of fvcore's count of exit k's path) / (the whole network's count); for average,
   one whole pass (``A = 1``); ``+ 2`` are the clean and adversarial passes of the training step;
 * evaluation: per test image, attack and attack seed, ``3 x steps x A + 1``; plus the transferability matrix,
-  ``3 x steps x A`` per sample (its single-exit attacks); Table 8's extra ``eval`` adds PGD-100 and CW at their steps, and AutoAttack at
-  about :data:`AUTOATTACK_PASSES` passes per image (APGD, APGD-T, FAB and Square's 5,000 queries; a rough
-  figure).
+  ``3 x steps x A`` per sample (its single-exit attacks); Table 8's extra ``eval`` adds PGD-100 and CW at
+  their steps, and AutoAttack at about :data:`AUTOATTACK_PASSES` passes per image (APGD, APGD-T, FAB and
+  Square's 5,000 queries; a rough figure).
 
 The FLOPs of one pass are fvcore's count for the preset's model (:func:`neokd_bench.flops.full_forward_flops`).
 The throughput is measured here: the best of 5 timed forward passes (after 2 untimed ones) of that model on
 a batch of random inputs, on the device given (CPU when no GPU); the batch is the preset's, cut so that one
-pass is at most :data:`MAX_BATCH_FLOPS`. On a shared, loaded machine the figure is low, and the estimate high. Defense-specific extra work (distillation
-losses) is a few passes and left out.
+pass is at most :data:`MAX_BATCH_FLOPS`. On a shared, loaded machine the figure is low, and the estimate high.
+Defense-specific extra work (distillation losses) is a few passes and left out.
 """
 
 from __future__ import annotations
@@ -68,9 +68,8 @@ def passes(grid: Grid, preset, single_exits: float) -> tuple[float, float]:
 
 def measure(grid: Grid, device: str = "cpu") -> Cost:
     """fvcore FLOPs of the preset's model and its measured forward throughput on ``device``."""
-    import torch
-
     import neokd_bench as nb
+    import torch
 
     from ..flops import exit_path_flops, full_forward_flops
     from ..presets import train_preset

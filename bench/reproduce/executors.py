@@ -176,7 +176,7 @@ def load_slurm_options(config: str | Path | None, **flags: Any) -> SlurmOptions:
 
 def task_lines(runs: Sequence[Run], nproc: int = 1) -> list[str]:
     """Comment lines for the sbatch script: what each array task runs (the task itself is :func:`execute`)."""
-    prog = "torchrun --nproc_per_node={} -m neokd_bench.cli".format(nproc) if nproc > 1 else "neokd-bench"
+    prog = f"torchrun --nproc_per_node={nproc} -m neokd_bench.cli" if nproc > 1 else "neokd-bench"
     return [f"# task {i}: {prog} {shlex.join(r.argv(False))}" for i, r in enumerate(runs)]
 
 

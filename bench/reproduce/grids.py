@@ -106,7 +106,8 @@ GRIDS: dict[str, Grid] = {g.name: g for g in (
          reported=(("8", "a"), ("8", "b"), ("8", "c")),
          eval_attacks=("pgd:average", "cw:average", "autoattack:average"), eval_args=("--steps", "100"),
          note="App. H: eps 0.03, 50 steps for CW and AutoAttack; the paper counts a sample adversarial only if "
-              "every exit is fooled (attack option not_fooled=clean); PGD-100 is `eval --steps 100` (its column reads eval.json's pgd:average)"),
+              "every exit is fooled (attack option not_fooled=clean); PGD-100 is `eval --steps 100` "
+              "(its column reads eval.json's pgd:average)"),
     Grid("a1", "Table A1: clean test accuracy, anytime prediction (MNIST; Tiny-ImageNet with --dataset)",
          "mnist", ("adv", "neokd"), (), metric="clean", reported=(("A1", "a"),)),
     Grid("a2", "Table A2: adversarial training via the average attack, CIFAR-100", "cifar100", _MAIN,

@@ -24,8 +24,8 @@ from .grids import Grid, Run
 
 
 def write_summary(folder: Path, title: str, target: float | None = None) -> str:
-    """``summary.json``, ``SUMMARY.md`` and the seed-0 budgeted plot of a folder of result files; returns
-    the markdown."""
+    """``summary.json``, ``SUMMARY.md`` and the seed-0 budgeted plot (of the results that have a budgeted
+    evaluation) of a folder of result files; returns the markdown."""
     from ..plots import plot_budgeted
     from ..results import load_result
 
@@ -33,7 +33,7 @@ def write_summary(folder: Path, title: str, target: float | None = None) -> str:
     text = markdown(summary, title)
     atomic_write_text(folder / "summary.json", dumps(summary))
     atomic_write_text(folder / "SUMMARY.md", text + "\n")
-    seed0 = [load_result(p) for p in sorted(folder.glob("*-s0.json"))]
+    seed0 = [doc for p in sorted(folder.glob("*-s0.json")) if "budgeted" in (doc := load_result(p))["evaluation"]]
     if seed0:
         plot_budgeted(seed0, folder / "budgeted-s0")
     return text

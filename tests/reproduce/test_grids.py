@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from neokd_bench.errors import UsageError
 from neokd_bench.leaderboard.reported import load_reported
 from neokd_bench.presets import TRAIN_PRESETS

@@ -59,10 +59,16 @@ def test_killed_grid_resumes_without_doing_a_run_twice(tmp_path):
     proc = subprocess.Popen(_command(runs_dir), cwd=tmp_path, env=env, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 400
-    try:  # kill the whole process group once the first run is done and others are not
-        while not any(" done " in line for line in _log(runs_dir)):
+    runs = plan(get_grid("cpu", preset="smoke", seeds=(0, 1), defenses=("adv", "neokd")), runs_dir)
+
+    def midway() -> bool:  # a run is done, and another has a checkpoint but no result yet
+        return (any(" done " in line for line in _log(runs_dir))
+                and any((r.folder / "checkpoint.pt").exists() and not r.result.exists() for r in runs))
+
+    try:  # SIGKILL the whole process group (the command and its runs) in the middle of the grid
+        while not midway():
             assert proc.poll() is None and time.time() < deadline, "the grid ended before it could be killed"
-            time.sleep(0.05)
+            time.sleep(0.02)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
@@ -73,7 +79,7 @@ def test_killed_grid_resumes_without_doing_a_run_twice(tmp_path):
     rerun = subprocess.run(_command(runs_dir), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr
     after = _log(runs_dir)[len(before):]
-    runs = plan(get_grid("cpu", preset="smoke", seeds=(0, 1), defenses=("adv", "neokd")), runs_dir)
+    assert any(line.endswith("resume=1") for line in after), "no killed run was resumed from its checkpoint"
     for r in runs:
         doc = json.loads(r.result.read_text())
         assert [h["epoch"] for h in doc["training"]["history"]] == [0, 1]  # every epoch trained, once in the record

@@ -89,7 +89,8 @@ def _publish(args: argparse.Namespace, grid, runs, runs_dir: Path) -> None:
 
     board = None
     if not args.no_board:
-        board = Path(args.board) if args.board else DEFAULT_RESULTS / f"{grid.dataset}-{grid.preset}"
+        results = DEFAULT_RESULTS if DEFAULT_RESULTS.is_dir() else Path("leaderboard") / "results"  # a checkout's
+        board = Path(args.board) if args.board else results / f"{grid.dataset}-{grid.preset}"
     title = args.board or f"leaderboard/results/{grid.dataset}-{grid.preset}"
     done = sum(r.result.is_file() for r in runs)
     for path in publish(grid, runs, runs_dir, board, title):

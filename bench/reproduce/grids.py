@@ -104,7 +104,8 @@ GRIDS: dict[str, Grid] = {g.name: g for g in (
                    "models trained with the average attack", "cifar100", ("adv", "neokd"),
          ("pgd:average", "cw:average", "autoattack:average"), train_attack="average",
          reported=(("8", "a"), ("8", "b"), ("8", "c")),
-         eval_attacks=("pgd:average", "cw:average", "autoattack:average"), eval_args=("--steps", "100"),
+         eval_attacks=("pgd:average", "cw:average", "autoattack:average"),
+         eval_args=("--steps", "100", "--metrics", "anytime"),
          note="App. H: eps 0.03, 50 steps for CW and AutoAttack; the paper counts a sample adversarial only if "
               "every exit is fooled (attack option not_fooled=clean); PGD-100 is `eval --steps 100` "
               "(its column reads eval.json's pgd:average)"),

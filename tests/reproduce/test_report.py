@@ -1,0 +1,78 @@
+"""The paper-layout table and the board folder, from the committed smoke results (no training)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from neokd_bench.leaderboard.aggregate import diff_text
+from neokd_bench.leaderboard.site import build
+from neokd_bench.reproduce.grids import get_grid, plan
+from neokd_bench.reproduce.report import paper_table, publish
+
+SMOKE = Path(__file__).resolve().parents[2] / "leaderboard" / "results" / "fashion-mnist-smoke"
+
+
+@pytest.fixture
+def smoke_runs(tmp_path):
+    """Table 2's grid on the smoke preset, its run folders holding the committed smoke results."""
+    grid = get_grid("table2", dataset="fashion-mnist", preset="smoke", seeds=(0, 1, 2))
+    runs = plan(grid, tmp_path / "runs")
+    for r in runs:
+        r.folder.mkdir(parents=True)
+        shutil.copyfile(SMOKE / f"{r.defense}-s{r.seed}.json", r.result)
+    return grid, runs
+
+
+def _row(text: str, part: str, label: str, kind: str) -> list[str]:
+    """The cells of one line of a part of the table (``kind`` is measured, reported, difference, vs adv)."""
+    section = text.split(f"## ({part})")[1].split("\n## ")[0].splitlines()
+    i = next(k for k, line in enumerate(section) if line.startswith(f"| {label} |"))
+    line = next(x for x in section[i:] if x.split("|")[2].strip().startswith(kind))
+    return [c.strip() for c in line.strip("|").split("|")][2:]
+
+
+def test_measured_beside_reported_with_the_difference_and_the_interval(smoke_runs):
+    grid, runs = smoke_runs
+    text = paper_table(grid, runs)
+    assert "not on fashion-mnist: compare the layout" in text  # Table 2 is CIFAR-10's
+    measured = _row(text, "b", "NEO-KD (ours)", "measured (n=3)")
+    reported = _row(text, "b", "NEO-KD (ours)", "reported")
+    assert reported == ["41.67", "45.38", "45.54", "44.20"]  # Table 2(b), as printed
+    docs = [json.loads((SMOKE / f"neokd-s{s}.json").read_text()) for s in (0, 1, 2)]
+    exit1 = sum(d["evaluation"]["anytime"]["adversarial"]["pgd:average"]["top1"]["mean"][0] for d in docs) / 3
+    assert measured[0].startswith(f"{100 * exit1:.2f} ± ")
+    assert _row(text, "b", "NEO-KD (ours)", "difference")[0] == f"{100 * exit1 - 41.67:+.2f}"
+    # the interval against adv is the leaderboard's own (summary.json of the same files)
+    summary = json.loads((SMOKE / "summary.json").read_text())
+    comp = next(c for t in summary["tables"] if t["attack"] == "pgd:average" for c in t["comparisons"]
+                if (c["defense"], c["against"], c["exit"]) == ("neokd", "adv", "avg"))
+    assert _row(text, "b", "NEO-KD (ours)", "vs adv")[-1] == diff_text(comp)
+    adv_rows = text.split("| Adv. w/o Distill [12] | measured (n=3) |")[1].split("| SKD [24] |")[0]
+    assert "| reported |" in adv_rows and "vs adv" not in adv_rows  # adv is not compared with itself
+
+
+def test_publish_writes_the_table_and_a_board_folder_the_site_accepts(smoke_runs, tmp_path):
+    grid, runs = smoke_runs
+    board = tmp_path / "board"
+    written = publish(grid, runs, tmp_path / "runs", board, "leaderboard/results/fashion-mnist-smoke")
+    assert tmp_path / "runs" / "TABLE.md" in written and (board / "table2.md").read_text().startswith("# Table 2")
+    assert sorted(p.name for p in board.glob("*-s*.json")) == sorted(p.name for p in SMOKE.glob("*-s*.json"))
+    # the summary is the leaderboard layer's: the same bytes as the committed one of the same files
+    assert (board / "SUMMARY.md").read_bytes() == (SMOKE / "SUMMARY.md").read_bytes()
+    info = build([board], tmp_path / "site")
+    assert info["files"] == 15
+    index = (tmp_path / "site" / "index.html").read_text()
+    assert "fashion-mnist" in index and "±" in index  # intervals over seeds on the board
+
+
+def test_a_grid_with_nothing_finished_writes_an_empty_table(tmp_path):
+    grid = get_grid("table6")
+    runs = plan(grid, tmp_path)
+    text = paper_table(grid, runs)
+    assert "| EOKD | measured (n=0) | n/a | n/a | n/a | n/a |" in text
+    assert "| | reported | 37.26 | 41.10 | 38.68 | 39.01 |" in text
+    assert publish(grid, runs, tmp_path, tmp_path / "board") == [tmp_path / "TABLE.md"]
+    assert not (tmp_path / "board").exists()

@@ -16,13 +16,15 @@ appended), which is how a test checks that no run is done twice.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import shlex
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +34,7 @@ from ..errors import UsageError
 from .grids import Run
 
 LOG_NAME = "reproduce.log"
+LOCK_NAME = ".reproduce.lock"
 CHECKPOINT = "checkpoint.pt"
 
 
@@ -92,13 +95,31 @@ def execute(run: Run, threads: int | None = None, nproc: int = 1) -> int:
     return rc
 
 
+@contextlib.contextmanager
+def exclusive(runs_dir: Path) -> Iterator[None]:
+    """Hold ``<runs-dir>/.reproduce.lock`` for the block: two grids on one folder would run a run twice."""
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    with open(runs_dir / LOCK_NAME, "a+", encoding="utf-8") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            raise UsageError(f"another `neokd-bench reproduce` is running on {runs_dir}; wait for it to end, or "
+                             f"stop it first (a rerun resumes where it stopped)") from exc
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def run_local(runs: Sequence[Run], jobs: int = 1) -> dict[str, int]:
     """Every run not yet done, ``jobs`` at a time, each with ``cores // jobs`` threads; name -> exit code."""
     if jobs < 1:
         raise UsageError(f"--jobs must be at least 1, got {jobs}; e.g. --jobs 2")
     threads = max(1, cores() // jobs)
     todo = [r for r in runs if not is_done(r)]
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
+    if not todo:
+        return {}
+    with exclusive(todo[0].folder.parent), ThreadPoolExecutor(max_workers=jobs) as pool:
         codes = list(pool.map(lambda r: execute(r, threads), todo))
     return {r.name: c for r, c in zip(todo, codes)}
 

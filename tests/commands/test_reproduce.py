@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from neokd_bench.cli import main
-from neokd_bench.reproduce.executors import LOG_NAME, SlurmOptions, load_slurm_options, sbatch_script
+from neokd_bench.reproduce.executors import LOG_NAME, SlurmOptions, exclusive, load_slurm_options, sbatch_script
 from neokd_bench.reproduce.grids import get_grid, plan
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,6 +40,13 @@ def test_bad_input_is_one_line(tmp_path, capsys):
     assert main(["reproduce", "cpu", "--preset", "paperr", "--dry-run", "--runs-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 2 and "--seeds expects comma-separated integers" in err[0] and "--preset" in err[1]
+
+
+def test_two_grids_on_one_runs_dir_are_refused(tmp_path, capsys):
+    with exclusive(tmp_path):  # as a running `reproduce` holds it
+        assert main(["reproduce", *GRID, *TINY, "--runs-dir", str(tmp_path), "--no-board"]) == 2
+    assert "another `neokd-bench reproduce` is running on" in capsys.readouterr().err
+    assert not (tmp_path / LOG_NAME).exists()  # nothing started
 
 
 def _log(runs_dir: Path) -> list[str]:

@@ -176,13 +176,18 @@ def load_slurm_options(config: str | Path | None, **flags: Any) -> SlurmOptions:
             if path.suffix == ".json":
                 values = json.loads(text)
             else:
-                import tomllib
-
+                try:
+                    import tomllib
+                except ImportError as exc:  # Python 3.10
+                    raise UsageError(f"--slurm-config {path}: reading TOML needs Python 3.11; write the same "
+                                     f"keys as a .json file") from exc
                 values = tomllib.loads(text)
         except ValueError as exc:
             raise UsageError(f"--slurm-config {path}: not valid {path.suffix[1:] or 'TOML'} "
                              f"({str(exc).splitlines()[0]})") from exc
-        values = values.get("slurm", values)
+        values = values.get("slurm", values) if isinstance(values, dict) else values
+        if not isinstance(values, dict):
+            raise UsageError(f"--slurm-config {path}: expected a table of options, e.g. partition = \"gpu\"")
         unknown = sorted(set(values) - set(SLURM_KEYS))
         if unknown:
             raise UsageError(f"--slurm-config {path}: unknown key(s) {', '.join(unknown)}; "

@@ -37,6 +37,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--jobs", type=int, default=1, help="local: runs side by side, each with cores // N threads")
     p.add_argument("--runs-dir", help="folder of the run folders (default runs/reproduce/<table>)")
     p.add_argument("--dry-run", action="store_true", help="print the runs, their result files and cost; run nothing")
+    p.add_argument("--report-only", action="store_true",
+                   help="write the table and copy the finished results to the board now; start no run (for a grid "
+                        "still running elsewhere)")
     p.add_argument("--board", help="leaderboard folder the results are copied to "
                                    "(default leaderboard/results/<dataset>-<preset>)")
     p.add_argument("--no-board", action="store_true", help="do not copy the results to the leaderboard")
@@ -70,6 +73,9 @@ def run(args: argparse.Namespace) -> int:
     runs = plan(grid, runs_dir, tuple(args.run_arg))
     if args.dry_run:
         return _dry_run(grid, runs, args.device)
+    if args.report_only:
+        _publish(args, grid, runs, runs_dir)
+        return 0
     if args.executor == "slurm":
         return _slurm(args, grid, runs, runs_dir)
     from ..reproduce.executors import run_local

@@ -49,6 +49,19 @@ def test_two_grids_on_one_runs_dir_are_refused(tmp_path, capsys):
     assert not (tmp_path / LOG_NAME).exists()  # nothing started
 
 
+def test_report_only_publishes_what_has_finished_and_starts_nothing(tmp_path, capsys):
+    smoke = ROOT / "leaderboard" / "results" / "fashion-mnist-smoke"
+    runs_dir, board = tmp_path / "runs", tmp_path / "board"
+    (runs_dir / "adv-fashion-mnist-smoke-s0").mkdir(parents=True)
+    (runs_dir / "adv-fashion-mnist-smoke-s0" / "result.json").write_bytes((smoke / "adv-s0.json").read_bytes())
+    with exclusive(runs_dir):  # a grid still running on the folder does not stop a report
+        assert main(["reproduce", *GRID, "--runs-dir", str(runs_dir), "--board", str(board), "--report-only"]) == 0
+    assert "1/4 runs finished" in capsys.readouterr().out
+    assert sorted(p.name for p in board.glob("*-s*.json")) == ["adv-s0.json"]
+    assert sorted(p.name for p in runs_dir.iterdir() if p.name != ".reproduce.lock") == [
+        "TABLE.md", "adv-fashion-mnist-smoke-s0"]  # no run began
+
+
 def _log(runs_dir: Path) -> list[str]:
     path = runs_dir / LOG_NAME
     return path.read_text().splitlines() if path.exists() else []

@@ -235,7 +235,7 @@ class _TEAT(Defense):
             ctx["targets"] = self.targets(idx, x.device)
         attack = _TEATAttack(lambda logits, y_, k: self.attack_loss(logits, k, y_, ctx),
                              start="trades" if self.trades else "uniform", **options)
-        return attack(model, x, y)
+        return attack(model, x, y, index=self.start_keys(index))
 
     @staticmethod
     def mse(logits: Tensor, target: Tensor) -> Tensor:

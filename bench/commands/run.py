@@ -23,7 +23,8 @@ def add_parser(sub: Any) -> None:
     p = sub.add_parser("run", help="train a defense on a dataset, evaluate it, write a result file")
     p.add_argument("--defense", required=True, help="a registered defense, e.g. neokd, adv (see `list defenses`)")
     p.add_argument("--dataset", required=True, help="a registered dataset, e.g. fashion-mnist, cifar100")
-    p.add_argument("--preset", default="paper", help="protocol preset: paper (App. A.1), smoke (CPU minutes) or cpu (fashion-mnist reproduction)")
+    p.add_argument("--preset", default="paper", help="protocol preset: paper (App. A.1), smoke (CPU minutes) "
+                                                      "or cpu (fashion-mnist reproduction)")
     p.add_argument("--model", help="override the preset's model (see `list models`)")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)

@@ -64,3 +64,17 @@ def sharded_map(fn: Callable[[int], T], starts: Sequence[int]) -> list[T]:
     for r, part in enumerate(gathered):
         out[r::world] = part
     return out
+
+
+def gather_rows(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Each tensor concatenated along dim 0 over the ranks, in rank order (every rank passes the same shapes:
+    one step's batch of the same size); the tensors themselves without a process group."""
+    _, world = rank_and_world()
+    if world == 1:
+        return tensors
+    out = []
+    for t in tensors:
+        parts = [torch.empty_like(t) for _ in range(world)]
+        torch.distributed.all_gather(parts, t.contiguous())
+        out.append(torch.cat(parts))
+    return tuple(out)

@@ -77,6 +77,7 @@ def test_rank_shards_cover_the_one_process_batches_and_world_1_is_its_order():
         assert sorted(i for r in ranks for i in r[k]) == sorted(padded[6 * k:6 * k + 6])
 
 
+@pytest.mark.slow
 def test_a_defense_without_loss_model_is_refused_under_torchrun(tmp_path):
     with pytest.raises(torch.multiprocessing.ProcessRaisedException, match="takes no loss_model"):
         run_ranks(_train_plugin_style, 2, str(tmp_path))

@@ -9,12 +9,24 @@ Guarantees
   an uninterrupted run (tested by killing a run with SIGKILL mid-epoch).
 * **Divergence.** A NaN or infinite loss stops training with :class:`TrainingDivergedError`; the last
   good checkpoint on disk is left untouched.
-* **Data parallel.** Under ``torchrun`` (``WORLD_SIZE > 1``) each rank trains on its shard
-  (``DistributedSampler``) and gradients are averaged with ``all_reduce`` before the optimizer step,
-  which is what DistributedDataParallel does. We do not wrap the model in ``DistributedDataParallel``
-  itself: the defenses run extra forward passes (attack steps, clean and adversarial passes) before one
-  backward, which DDP's reducer does not allow without ``static_graph``. BatchNorm statistics stay
-  per rank (as with DDP without SyncBatchNorm). Parameters are broadcast from rank 0 at start.
+* **Data parallel.** Under ``torchrun`` (``WORLD_SIZE > 1``) each rank trains on its share of the
+  one-process order (:class:`RankShard`, global dataset indices; ``batch_size`` is per rank, so the global
+  batch is ``WORLD_SIZE * batch_size``) and the model is wrapped in
+  ``torch.nn.parallel.DistributedDataParallel``, which averages the gradients in its backward pass.
+  The defense gets both: ``training_step(module, x, y, index=..., loss_model=ddp)``. The attack passes run
+  on the plain ``module`` (no gradient sync, no reducer bookkeeping; they take input gradients only, with
+  ``torch.autograd.grad``); only the loss passes go through the wrapper. The loss runs two forward passes
+  (clean, adversarial) before one backward: with ``find_unused_parameters=False`` and no ``static_graph``
+  that is exact, because each forward only re-arms the reducer and autograd sums a parameter's gradient over
+  both passes before its one accumulation hook fires (a parameter marked ready once per backward). Every
+  parameter must take part in the loss; ``find_unused_parameters`` (which would mark parameters of the first
+  pass unused after the second) and one forward over the concatenated clean+adversarial batch (which would
+  change BatchNorm's batch statistics, see the defenses' assumptions) are not used. BatchNorm statistics
+  are per rank (DDP broadcasts rank 0's running statistics at each forward), unless ``sync_bn`` converts
+  BatchNorm to ``SyncBatchNorm`` (CUDA only, as PyTorch's SyncBatchNorm). Checkpoints hold the plain
+  module's ``state_dict`` (the same keys as one process). Exactness: with the random starts keyed by sample
+  index (defense config ``keyed_starts``) and no batch statistics, W ranks with B samples each end with the
+  weights of one process with the W*B batch (tested).
 * **Devices.** ``device="auto"`` picks CUDA when present, else CPU. ``amp="bf16"`` runs the defense's
   training step (attack and loss) under bf16 autocast.
 """
@@ -23,7 +35,6 @@ from __future__ import annotations
 
 import inspect
 import math
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -31,9 +42,10 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .defenses.base import check_parts
+from .distributed import init_distributed, rank_and_world
 from .errors import TrainingDivergedError, UsageError, check
 from .progress import Progress
 from .utils import atomic_torch_save, derive_seed, remove_stale_temp_files
@@ -55,6 +67,7 @@ class TrainConfig:
     num_workers: int = 0
     train_limit: int | None = None
     grad_clip_norm: float | None = None  # clip the global gradient norm (None: no clipping, as the paper)
+    sync_bn: bool = False  # under torchrun on CUDA: BatchNorm statistics over the global batch (SyncBatchNorm)
 
     def __post_init__(self) -> None:
         check(self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}; e.g. --epochs 2")
@@ -97,27 +110,43 @@ class _Indexed(Dataset):
         return x, y, i
 
 
-def _dist() -> tuple[int, int]:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
+class RankShard(Sampler[int]):
+    """Rank ``rank``'s share of the order one process would take: ``torch.randperm(n, generator)`` (what
+    ``DataLoader(shuffle=True, generator=...)`` draws, after the loader's own draw from the same generator),
+    padded to a multiple of ``world`` by repeating its start, then every ``world``-th index from ``rank``.
+    Step ``k`` of the W ranks with batch B then covers the samples of step ``k`` of one process with batch
+    W*B (the order ``DistributedSampler`` would take is another permutation)."""
+
+    def __init__(self, n: int, generator: torch.Generator, rank: int, world: int) -> None:
+        self.n, self.generator, self.rank, self.world = n, generator, rank, world
+
+    def __iter__(self):
+        order = torch.randperm(self.n, generator=self.generator).tolist()
+        order += order[:(-self.n) % self.world]
+        return iter(order[self.rank::self.world])
+
+    def __len__(self) -> int:
+        return -(-self.n // self.world)
 
 
-def init_distributed(device: torch.device) -> bool:
-    """Initialize torch.distributed when launched by torchrun; returns True when world size > 1."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return False
-    if not torch.distributed.is_initialized():
-        backend = "nccl" if device.type == "cuda" else "gloo"
-        torch.distributed.init_process_group(backend=backend)
-    return True
-
-
-def _accepts_index(defense: Any) -> bool:
+def _accepts(defense: Any, name: str) -> bool:
     try:
-        return "index" in inspect.signature(defense.training_step).parameters
+        return name in inspect.signature(defense.training_step).parameters
     except (TypeError, ValueError):
         return False
+
+
+def wrap_for_ranks(model: nn.Module, device: torch.device, sync_bn: bool) -> nn.Module:
+    """``DistributedDataParallel(model)`` (parameters and buffers broadcast from rank 0), with BatchNorm
+    converted in place to ``SyncBatchNorm`` first when ``sync_bn``."""
+    if sync_bn:
+        if device.type != "cuda":
+            raise UsageError("--sync-bn needs CUDA devices (PyTorch's SyncBatchNorm has no CPU version); "
+                             "drop --sync-bn on CPU")
+        for name, child in list(model.named_children()):
+            setattr(model, name, nn.SyncBatchNorm.convert_sync_batchnorm(child))
+    ids = [device.index] if device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(model, device_ids=ids, find_unused_parameters=False)
 
 
 def _state(obj: Any) -> dict[str, Any] | None:
@@ -172,9 +201,9 @@ def train(
     ``meta`` is stored in every checkpoint (model name and kwargs, dataset, defense description) so that
     ``neokd-bench eval CHECKPOINT`` can rebuild the model.
     """
-    device = resolve_device(cfg.device)
-    distributed = init_distributed(device)
-    rank, world = _dist()
+    device = init_distributed(resolve_device(cfg.device))
+    rank, world = rank_and_world()
+    distributed = world > 1
     out_dir = Path(out_dir)
     ckpt_path = out_dir / CHECKPOINT_NAME
     if resume and not out_dir.is_dir():
@@ -211,11 +240,15 @@ def train(
         start_epoch = int(state["epoch"]) + 1
     # resume without a checkpoint in an existing folder: killed before the first checkpoint; start at epoch 1
 
+    kw: dict[str, Any] = {}
     if distributed:
-        for t in list(model.parameters()) + list(model.buffers()):
-            torch.distributed.broadcast(t.data, src=0)
+        check(_accepts(defense, "loss_model"), f"defense {getattr(defense, 'name', type(defense).__name__)!r}: "
+              "its training_step takes no loss_model, which training under torchrun needs (the attack runs on "
+              "the plain module, the loss through DistributedDataParallel); derive it from Defense or add "
+              "loss_model=None to its training_step")
+        kw["loss_model"] = wrap_for_ranks(model, device, cfg.sync_bn)
 
-    pass_index = _accepts_index(defense)
+    pass_index = _accepts(defense, "index")
     autocast = (torch.autocast(device_type=device.type, dtype=torch.bfloat16)
                 if cfg.amp == "bf16" else None)
     t_start = time.perf_counter()
@@ -224,11 +257,8 @@ def train(
             torch.manual_seed(derive_seed(cfg.seed, epoch))
             gen = torch.Generator().manual_seed(derive_seed(cfg.seed, epoch, 1))
             if distributed:
-                sampler = torch.utils.data.DistributedSampler(
-                    data, num_replicas=world, rank=rank, shuffle=True, seed=derive_seed(cfg.seed, 2) % 2**31)
-                sampler.set_epoch(epoch)
-                loader = DataLoader(data, batch_size=cfg.batch_size, sampler=sampler,
-                                    num_workers=cfg.num_workers)
+                loader = DataLoader(data, batch_size=cfg.batch_size, sampler=RankShard(len(data), gen, rank, world),
+                                    generator=gen, num_workers=cfg.num_workers)
             else:
                 loader = DataLoader(data, batch_size=cfg.batch_size, shuffle=True, generator=gen,
                                     num_workers=cfg.num_workers)
@@ -239,7 +269,8 @@ def train(
             advance = prog.task(f"epoch {epoch + 1}/{cfg.epochs}", len(loader))
             for step, (x, y, idx) in enumerate(loader):
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                kw = {"index": idx} if pass_index else {}
+                if pass_index:
+                    kw["index"] = idx
                 if autocast is not None:
                     with autocast:
                         loss, parts, _ = defense.training_step(model, x, y, **kw)
@@ -252,12 +283,6 @@ def train(
                         f"training loss became {loss.item()} at {where}; {kept}; lower --lr or check the data")
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
-                if distributed:
-                    for p in params:
-                        if p.grad is None:
-                            p.grad = torch.zeros_like(p)
-                        torch.distributed.all_reduce(p.grad)
-                        p.grad.div_(world)
                 if cfg.grad_clip_norm is not None:
                     torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip_norm)
                 opt.step()

@@ -56,6 +56,11 @@ class DefenseConfig:
         1.5x instead of 1.25x the naive reference, ``benchmarks/bench_attacks.py``). On by default for
         training attacks (this project's choice; evaluation attacks do not fold unless asked); ignored with
         ``attack_mode="train"``, where BatchNorm uses batch statistics.
+    keyed_starts: key each training sample's random start by its index in the training set
+        (:class:`~neokd_bench.attacks.base.AttackRNG`), so a sample gets the same start in whichever batch,
+        position or torchrun rank it lands: training on W ranks then equals training on one process with the
+        whole batch. Off by default, which keeps the starts (and the weights) of the committed reference runs:
+        one seed per batch, drawn from the trainer's per-epoch RNG, and the starts follow batch positions.
     """
 
     train_attack: str = "max-average"
@@ -65,6 +70,7 @@ class DefenseConfig:
     attack_mode: str = "eval"
     attack_amp: str | None = None
     attack_fold_bn: bool = True
+    keyed_starts: bool = False
 
 
 def _jsonable(v: Any) -> Any:
@@ -206,8 +212,18 @@ class Defense:
 
     def adversarial(self, model: nn.Module, x: Tensor, y: Tensor, index: Tensor | None = None) -> Tensor:
         """Training adversarial examples (in the eps-ball and [0,1]); the attack restores the model's mode.
-        The random start is seeded from torch's global RNG (:meth:`draw_seed`)."""
-        return self.attack(seed=self.draw_seed())(model, x, y).detach()
+        The random start is seeded from torch's global RNG (:meth:`draw_seed`), and keyed by ``index`` with
+        ``keyed_starts``."""
+        return self.attack(seed=self.draw_seed())(model, x, y, index=self.start_keys(index)).detach()
+
+    def start_keys(self, index: Tensor | None) -> Tensor | None:
+        """What keys the training attack's random starts: ``index`` with ``keyed_starts``, else None."""
+        if not self.config.keyed_starts:
+            return None
+        if index is None:
+            raise UsageError(f"defense {self.name!r} has keyed_starts=true and needs the samples' indices; call "
+                             "training_step(model, x, y, index=indices)")
+        return index
 
     def loss(
         self, model: nn.Module, x: Tensor, x_adv: Tensor, y: Tensor, index: Tensor | None = None
@@ -218,13 +234,17 @@ class Defense:
         raise NotImplementedError
 
     def training_step(
-        self, model: nn.Module, x: Tensor, y: Tensor, index: Tensor | None = None
+        self, model: nn.Module, x: Tensor, y: Tensor, index: Tensor | None = None,
+        loss_model: nn.Module | None = None,
     ) -> tuple[Tensor, dict[str, Tensor], Tensor]:
-        """``adversarial()`` then ``loss()``; returns ``(loss, parts, x_adv)``."""
+        """``adversarial()`` on ``model``, then ``loss()`` on ``loss_model`` (default ``model``); returns
+        ``(loss, parts, x_adv)``. Under torchrun the trainer passes the plain module as ``model`` and its
+        ``DistributedDataParallel`` wrapper as ``loss_model``: the attack's passes need no gradient sync, the
+        loss's passes do (:mod:`neokd_bench.trainer`, "Data parallel")."""
         if self.epoch is None:
             self.start_epoch(0)
         x_adv = self.adversarial(model, x, y, index=index)
-        loss, parts = self.loss(model, x, x_adv, y, index=index)
+        loss, parts = self.loss(model if loss_model is None else loss_model, x, x_adv, y, index=index)
         return loss, parts, x_adv
 
     # -- provenance -------------------------------------------------------------------------------
@@ -247,7 +267,8 @@ class Defense:
             "Training adversarial examples: neokd_bench PGD with a uniform random start in the eps-ball, "
             "sign-gradient steps, projection and [0,1] clamping; made in the mode given by attack_mode "
             "(DESIGN.md: eval) and the model's mode is restored afterwards. The random start is seeded from "
-            "torch's global RNG, which the trainer seeds per epoch (reproducible, exact on resume)."
+            "torch's global RNG, which the trainer seeds per epoch (reproducible, exact on resume); with "
+            "keyed_starts it is also keyed by the sample's index in the training set."
         ),
         "Losses are averaged over the batch and summed over exits (paper Eq. 4/7).",
         (

@@ -29,7 +29,8 @@ PGD-AT / TRADES.
 
 What the trainer must pass: ``training_step(model, x, y, index=...)`` with the dataset indices of the batch
 (``neokd_bench.trainer`` does), and it must checkpoint :meth:`state_dict` (the ensemble buffer) for an exact
-resume. Without ``index``, training fails with a one-line error once the ensemble is active.
+resume. Without ``index``, training fails with a one-line error once the ensemble is active. Under torchrun
+each step's ensemble update is gathered over the ranks, so every rank keeps the whole buffer (as one process).
 Memory: the buffer holds ``N_train * L * C`` float32 values on the model's device (CIFAR-100, 7 exits:
 140 MB).
 """
@@ -47,6 +48,7 @@ from torch import Tensor, nn
 
 from ..attacks.base import autocast, model_mode
 from ..attacks.pgd import PGD
+from ..distributed import gather_rows
 from ..errors import UsageError
 from .base import Defense, DefenseConfig
 
@@ -204,6 +206,7 @@ class _TEAT(Defense):
     def update_ensemble(self, clean_logits: list[Tensor], index: Tensor) -> None:
         """``s_j <- m * s_j + (1 - m) * softmax(f(x_j))`` for every exit (TEAT Eq., momentum m)."""
         probs = torch.stack([F.softmax(z.float(), -1) for z in clean_logits], 1)  # [B, L, C]
+        probs, index = gather_rows(probs, index.to(probs.device))  # torchrun: every rank's samples
         buf = self._buffer(index, probs.shape[1], probs.shape[2], probs.device)
         idx = index.to(buf.device)
         m = self.config.te_momentum
@@ -235,7 +238,7 @@ class _TEAT(Defense):
             ctx["targets"] = self.targets(idx, x.device)
         attack = _TEATAttack(lambda logits, y_, k: self.attack_loss(logits, k, y_, ctx),
                              start="trades" if self.trades else "uniform", **options)
-        return attack(model, x, y)
+        return attack(model, x, y, index=self.start_keys(index))
 
     @staticmethod
     def mse(logits: Tensor, target: Tensor) -> Tensor:

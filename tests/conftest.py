@@ -49,6 +49,29 @@ def pinned_state(seed: int, threads: int = FIXTURE_THREADS):
         random.setstate(saved[3])
 
 
+def run_ranks(fn, world: int, *args) -> None:
+    """``fn(*args)`` in ``world`` fresh processes (spawned), set up as torchrun sets up its ranks (``WORLD_SIZE``,
+    ``RANK``, ``LOCAL_RANK``, a free port on 127.0.0.1), one thread each; ``world=1`` is a plain single process.
+    ``fn`` is a module-level function (the children import it); an exception in a child fails the call."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    torch.multiprocessing.spawn(_rank_main, args=(fn, world, port, args), nprocs=world, join=True)
+
+
+def _rank_main(rank: int, fn, world: int, port: int, args) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank),
+                      LOCAL_RANK=str(rank), OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    torch.set_num_threads(1)
+    try:
+        fn(*args)
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
 @pytest.fixture(autouse=True)
 def _restore_global_state():
     """Whatever a test changes globally is put back, so no test sees what an earlier one left behind."""

@@ -49,6 +49,7 @@ def add_parser(sub: Any) -> None:
 
 def run_eval(args: argparse.Namespace) -> int:
 
+    from ..distributed import init_distributed, rank_and_world
     from ..evaluation import anytime_table, describe_model, evaluate
     from ..evaluation.options import (
         DEFAULT_METRICS,
@@ -76,7 +77,7 @@ def run_eval(args: argparse.Namespace) -> int:
     if attacks is not None:
         check_attacks(attacks)
     seeds = parse_ints(args.seeds, "--seeds")
-    device = resolve_device(args.device)
+    device = init_distributed(resolve_device(args.device))  # torchrun: join the ranks, one device each
     out = Path(args.out) if args.out else Path(args.checkpoint).resolve().parent / "eval.json"
     check_output_file(out, "--out")
 
@@ -104,8 +105,11 @@ def run_eval(args: argparse.Namespace) -> int:
     t = time.perf_counter()
     evaluation = evaluate(model, bundle, dataset_key=state["dataset"], protocol=proto, device=device,
                           metrics=metrics, attacks=attacks, thresholds_on=args.thresholds_on,
-                          progress=not args.quiet, batch_size=args.batch_size, val_limit=args.val_limit)
+                          progress=not args.quiet and rank_and_world()[0] == 0, batch_size=args.batch_size,
+                          val_limit=args.val_limit)
     timings["eval_s"] = time.perf_counter() - t
+    if rank_and_world()[0] != 0:  # torchrun: every rank has the whole evaluation; rank 0 writes it
+        return 0
     model = model.cpu()
     config = state.get("train_config") or state.get("config") or {}
     config = config if isinstance(config, dict) else {}

@@ -23,8 +23,8 @@ def add_parser(sub: Any) -> None:
     p = sub.add_parser("run", help="train a defense on a dataset, evaluate it, write a result file")
     p.add_argument("--defense", required=True, help="a registered defense, e.g. neokd, adv (see `list defenses`)")
     p.add_argument("--dataset", required=True, help="a registered dataset, e.g. fashion-mnist, cifar100")
-    p.add_argument("--preset", default="paper",
-                   help="protocol preset: paper (App. A.1), smoke (CPU minutes) or cpu (fashion-mnist reproduction)")
+    p.add_argument("--preset", default="paper", help="protocol preset: paper (App. A.1), smoke (CPU minutes) "
+                                                      "or cpu (fashion-mnist reproduction)")
     p.add_argument("--model", help="override the preset's model (see `list models`)")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
@@ -34,6 +34,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present, else CPU), cpu or cuda[:N]")
     p.add_argument("--amp", default="none", choices=["none", "bf16"], help="bf16 autocast for training")
+    p.add_argument("--sync-bn", action="store_true", help="under torchrun on CUDA: BatchNorm statistics over "
+                                                          "the global batch (SyncBatchNorm)")
     p.add_argument("--data-root", help="folder holding the dataset (else $NEOKD_DATA_ROOT, system, bundled)")
     p.add_argument("--val-size", type=int, help="validation images held out of the training set "
                                                  "(default: the dataset's)")
@@ -182,14 +184,15 @@ def run(args: argparse.Namespace) -> int:
         lr=args.lr or preset.lr, momentum=preset.momentum, weight_decay=preset.weight_decay,
         milestones=preset.milestones, seed=args.seed, device=args.device, amp=args.amp,
         train_limit=args.train_limit or preset.train_limit,
-        grad_clip_norm=args.grad_clip if args.grad_clip is not None else preset.grad_clip_norm)
+        grad_clip_norm=args.grad_clip if args.grad_clip is not None else preset.grad_clip_norm,
+        sync_bn=args.sync_bn)
     meta.update(model_kwargs=model_kwargs, data_source=source, data_root=args.data_root, val_size=args.val_size,
                 defense=defense.describe())
     t = time.perf_counter()
     training = train(model, defense, bundle.train, cfg, out_dir=out, meta=meta, resume=args.resume,
                      progress=not args.quiet)
     timings["train_s"] = time.perf_counter() - t
-    if args.no_eval or _rank() != 0:
+    if args.no_eval:
         return 0
 
     proto = preset.eval
@@ -197,14 +200,18 @@ def run(args: argparse.Namespace) -> int:
         "test_limit": args.test_limit, "steps": args.eval_steps,
         "attack_seeds": parse_ints(args.attack_seeds, "--attack-seeds"),
         "metrics": parse_metrics(args.metrics)}.items() if v is not None})
+    from ..distributed import rank_and_world
     from ..evaluation import describe_model, evaluate
     from ..results import make_result, write_result
 
     model.eval()
     t = time.perf_counter()
     evaluation = evaluate(model, bundle, dataset_key=args.dataset, protocol=proto,
-                          device=training["device"], metrics=proto.metrics, progress=not args.quiet)
+                          device=training["device"], metrics=proto.metrics,
+                          progress=not args.quiet and rank_and_world()[0] == 0)
     timings["eval_s"] = time.perf_counter() - t
+    if rank_and_world()[0] != 0:  # torchrun: every rank evaluated its shard and has the whole evaluation
+        return 0
     result = make_result(
         model=describe_model(model.cpu(), model_name, model_kwargs),
         dataset=bundle.describe(), defense=defense.describe(),
@@ -217,12 +224,6 @@ def run(args: argparse.Namespace) -> int:
     print_anytime(result)
     print(f"result: {path}")
     return 0
-
-
-def _rank() -> int:
-    import torch
-
-    return torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
 
 
 def _plots(result: dict[str, Any], out: Path) -> None:

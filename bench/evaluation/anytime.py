@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from ..attacks.base import attack_batch
+from ..distributed import sharded_map
 from .budgeted import ensemble_tables
 from .policies import ensemble_probs, entropy
 
@@ -87,24 +88,29 @@ def collect_outcomes(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *
 
     ``attack(model, xb, yb, index=idx) -> xb_adv`` is called once per batch (it may need gradients), ``idx``
     being the samples' positions in ``x`` (:func:`~neokd_bench.attacks.base.attack_batch`); the forward that
-    scores the batch runs under :func:`torch.inference_mode` and yields all exits at once.
+    scores the batch runs under :func:`torch.inference_mode` and yields all exits at once. Under torchrun the
+    batches are shared among the ranks and every rank gets all the tables (:func:`~neokd_bench.distributed.
+    sharded_map`): the same tables as one process.
     """
     device = torch.device(device)
     was_training = model.training
     model.eval()
-    parts = []
+
+    def batch(start: int) -> ExitOutcomes:
+        xb = x[start:start + batch_size].to(device)
+        yb = y[start:start + batch_size].to(device)
+        if attack is not None:
+            idx = torch.arange(start, start + len(yb), device=device)
+            xb = attack_batch(attack, model, xb, yb, idx).detach()
+            model.eval()
+        with torch.inference_mode():
+            out = outcomes_from_logits(model(xb), yb)
+        if on_batch is not None:
+            on_batch(len(yb))
+        return out
+
     try:
-        for start in range(0, len(y), batch_size):
-            xb = x[start:start + batch_size].to(device)
-            yb = y[start:start + batch_size].to(device)
-            if attack is not None:
-                idx = torch.arange(start, start + len(yb), device=device)
-                xb = attack_batch(attack, model, xb, yb, idx).detach()
-                model.eval()
-            with torch.inference_mode():
-                parts.append(outcomes_from_logits(model(xb), yb))
-            if on_batch is not None:
-                on_batch(len(yb))
+        parts = sharded_map(batch, range(0, len(y), batch_size))
     finally:
         model.train(was_training)
     return ExitOutcomes.concat(parts)

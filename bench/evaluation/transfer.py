@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from ..attacks.base import attack_batch
+from ..distributed import sharded_map
 
 AttackFactory = Callable[[int], Callable[[torch.nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]]
 
@@ -94,15 +95,18 @@ def transfer_matrix(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *,
         try:
             for i in range(num_exits):
                 attack = attack_for_exit(i)
-                advs = []
-                for s in range(0, len(ys), batch_size):
+
+                def adversarial(s: int, attack=attack) -> torch.Tensor:
                     xb = xs[s:s + batch_size].to(torch.device(device))
                     yb = ys[s:s + batch_size].to(torch.device(device))
                     index = torch.as_tensor(idx[s:s + batch_size], dtype=torch.long)  # positions in x
-                    advs.append(attack_batch(attack, model, xb, yb, index).detach().cpu())
+                    adv = attack_batch(attack, model, xb, yb, index).detach().cpu()
                     model.eval()
                     if on_batch is not None:
                         on_batch(len(yb))
+                    return adv
+
+                advs = sharded_map(adversarial, range(0, len(ys), batch_size))  # torchrun: shared among ranks
                 matrix[i] = success_rates(model, torch.cat(advs), ys, device=device, batch_size=batch_size)
         finally:
             model.train(was_training)

@@ -158,9 +158,36 @@ RESUME_FIELDS = (("defense", "--defense"), ("model_name", "--model"), ("model_kw
                  ("dataset", "--dataset"), ("preset", "--preset"))
 
 
-def check_resume(state: dict[str, Any], meta: dict[str, Any], cfg: TrainConfig | None, path: Path) -> None:
+_MISSING = object()
+
+
+def _differing(was: dict[str, Any], now: dict[str, Any], defaults: dict[str, Any]) -> list[str]:
+    """Keys whose values differ. A key the older checkpoint lacks counts as holding its default: a field added
+    to a config after the checkpoint was written, left at its default, reproduces the older code's behaviour."""
+    def get(d: dict[str, Any], k: str) -> Any:
+        return d[k] if k in d else defaults.get(k, _MISSING)
+
+    return sorted(k for k in set(was) | set(now) if get(was, k) != get(now, k))
+
+
+def _field_defaults(cls: Any) -> dict[str, Any]:
+    import dataclasses
+
+    if not dataclasses.is_dataclass(cls):
+        return {}
+    out = {}
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            out[f.name] = list(f.default) if isinstance(f.default, tuple) else f.default
+    return out
+
+
+def check_resume(state: dict[str, Any], meta: dict[str, Any], cfg: TrainConfig | None, path: Path,
+                 defense_config: Any = None) -> None:
     """Refuse, naming the field, a resume whose defense (or its config), model, dataset, preset or training
-    config differs from what the checkpoint was written with. Fields absent from ``meta`` are not compared."""
+    config differs from what the checkpoint was written with. Fields absent from ``meta`` are not compared.
+    A config field the checkpoint lacks (added to the code later) matches when it holds its default;
+    ``defense_config`` (the defense's config object) gives the defense's defaults."""
     for key, flag in RESUME_FIELDS:
         if key not in meta or state.get(key) == meta[key]:
             continue
@@ -171,16 +198,24 @@ def check_resume(state: dict[str, Any], meta: dict[str, Any], cfg: TrainConfig |
             if was.get("name") != now.get("name"):
                 was, now = was.get("name"), now.get("name")
             else:
+                # the name, the config and the variant decide the training; the assumptions, source and class
+                # path are its documentation, which may be reworded between versions
                 a, b = was.get("config") or {}, now.get("config") or {}
-                diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
-                field = diff[0] if diff else "config"
+                diff = _differing(a, b, _field_defaults(type(defense_config)))
+                if not diff and was.get("variant") == now.get("variant"):
+                    continue
+                field = diff[0] if diff else "variant"
+                if not diff:
+                    a, b = {"variant": was.get("variant")}, {"variant": now.get("variant")}
                 raise UsageError(f"--resume: {path} was written with defense config {field}={a.get(field)!r}, "
                                  f"not {b.get(field)!r}; rerun with the same --set options or use a new --out")
         raise UsageError(f"--resume: {path} was written with {key} {was!r}, not {now!r}; rerun with the same "
                          f"{flag} or use a new --out folder")
     if cfg is not None and state.get("train_config") != cfg.to_dict():
         a, b = state.get("train_config") or {}, cfg.to_dict()
-        diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+        diff = _differing(a, b, _field_defaults(TrainConfig))
+        if not diff:
+            return
         raise UsageError(f"--resume: {path} was written with another training config ({', '.join(diff)} differ); "
                          f"rerun with the same options or use a new --out folder")
 
@@ -226,7 +261,7 @@ def train(
         remove_stale_temp_files(out_dir)  # what a killed run left of an interrupted write
     if resume and ckpt_path.exists():
         state = load_checkpoint(ckpt_path)
-        check_resume(state, meta, cfg, ckpt_path)
+        check_resume(state, meta, cfg, ckpt_path, getattr(defense, "config", None))
         try:
             model.load_state_dict(state["model"])
             opt.load_state_dict(state["optimizer"])

@@ -156,6 +156,34 @@ def test_resume_under_another_defense_config_or_preset_is_refused(small_run, tmp
     assert (out / "checkpoint.pt").read_bytes() == before
 
 
+def _as_written_by_older_code(folder: Path) -> None:
+    """The checkpoint as the code before the fields ``keyed_starts`` (defense) and ``sync_bn`` (training)
+    existed would have written it, with an assumption reworded since."""
+    path = folder / "checkpoint.pt"
+    state = torch.load(path, weights_only=True)
+    del state["defense"]["config"]["keyed_starts"], state["train_config"]["sync_bn"]
+    state["defense"]["assumptions"] = [*state["defense"]["assumptions"][:-1], "worded otherwise"]
+    torch.save(state, path)
+
+
+def test_resume_of_a_checkpoint_from_before_a_field_was_added(small_run, tmp_path, capsys):
+    out = tmp_path / "run"
+    shutil.copytree(small_run, out)
+    _as_written_by_older_code(out)
+    rc, err = _run(capsys, "--defense", "adv", "--preset", "smoke", "--set", "steps=1", "--out", str(out),
+                   "--resume")
+    assert rc == 0, err  # accepted (the run had finished its one epoch, so there is nothing left to train)
+
+
+def test_a_field_added_later_but_not_at_its_default_is_refused(small_run, tmp_path, capsys):
+    out = tmp_path / "run"
+    shutil.copytree(small_run, out)
+    _as_written_by_older_code(out)
+    rc, err = _run(capsys, "--defense", "adv", "--preset", "smoke", "--set", "steps=1", "--set", "keyed_starts=true",
+                   "--out", str(out), "--resume")
+    assert rc == 2 and "keyed_starts" in err and len(err.splitlines()) == 1, err
+
+
 def test_truncated_checkpoint_on_resume_is_one_line(small_run, tmp_path, capsys):
     out = tmp_path / "run"
     shutil.copytree(small_run, out)

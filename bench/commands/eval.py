@@ -58,9 +58,9 @@ def run_eval(args: argparse.Namespace) -> int:
         check_attacks,
         check_policy,
         parse_attack_list,
-        parse_policy_budgets,
         parse_ints,
         parse_metrics,
+        parse_policy_budgets,
     )
     from ..presets import EvalProtocol
     from ..results import make_result, write_result

@@ -15,8 +15,8 @@ seeds; the factor is reported as the mean over seeds with its std and every seed
 
 The same figures are given for every registered exit policy (``policies``), each at its own thresholds
 for the same allocation. ``policy-pgd`` (:mod:`neokd_bench.attacks.policy_pgd`) is run at a few budgets
-spread over the curve (``protocol.policy_budgets``; ``"all"``: every budget), each with that budget's thresholds, and compared
-with max-average at the same budget and thresholds: ``gap`` is max-average's accuracy minus
+spread over the curve (``protocol.policy_budgets``; ``"all"``: every budget), each with that budget's
+thresholds, and compared with max-average at the same budget and thresholds: ``gap`` is max-average's accuracy minus
 policy-pgd's (positive: the adaptive attack is stronger).
 
 The default budget (``budget_index``) is the allocation of the family closest to an equal share of

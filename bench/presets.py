@@ -79,7 +79,8 @@ class EvalProtocol:
     budget_allocations: int = 100  # App. A.3
     policy: str = "max-softmax"  # exit policy of budgeted prediction (issue 13; neokd_bench.evaluation.policies)
     budget_index: int | None = None  # efficiency metric's allocation (None: closest to an equal share per exit)
-    policy_budgets: int = 5  # budgets, spread over the curve, at which policy-pgd is run (efficiency metric)
+    # budgets, spread over the curve, at which policy-pgd is run (efficiency metric); "all": every allocation
+    policy_budgets: int | str = 5
 
 
 @dataclass(frozen=True)

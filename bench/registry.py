@@ -270,4 +270,6 @@ MODELS: Registry = Registry("models", base_cls="neokd_bench.models.base:MultiExi
 DATASETS: Registry = Registry("datasets", base_cls="neokd_bench.data.base:DatasetBundle")
 ATTACKS: Registry = Registry("attacks", base_cls="neokd_bench.attacks.base:Attack")
 DEFENSES: Registry = Registry("defenses", base_cls="neokd_bench.defenses.base:Defense")
-REGISTRIES: dict[str, Registry] = {r.kind: r for r in (MODELS, DATASETS, ATTACKS, DEFENSES)}
+#: Exit policies of budgeted prediction (``neokd_bench.evaluation.policies``).
+POLICIES: Registry = Registry("policies", singular="policy", base_cls="neokd_bench.evaluation.policies:ExitPolicy")
+REGISTRIES: dict[str, Registry] = {r.kind: r for r in (MODELS, DATASETS, ATTACKS, DEFENSES, POLICIES)}

@@ -48,7 +48,7 @@ from .defenses.base import check_parts
 from .distributed import init_distributed, rank_and_world
 from .errors import TrainingDivergedError, UsageError, check
 from .progress import Progress
-from .utils import atomic_torch_save, derive_seed, remove_stale_temp_files
+from .utils import atomic_torch_save, derive_seed, file_sha256, remove_stale_temp_files
 
 CHECKPOINT_NAME = "checkpoint.pt"
 
@@ -355,6 +355,7 @@ def train(
         "history": history,
         "wall_s": time.perf_counter() - t_start,
         "checkpoint": str(ckpt_path),
+        "checkpoint_sha256": file_sha256(ckpt_path) if ckpt_path.is_file() else None,
         "resumed_from_epoch": start_epoch if start_epoch else None,
         "world_size": world,
         "device": str(device),

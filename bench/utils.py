@@ -74,6 +74,15 @@ def atomic_torch_save(obj: Any, path: str | Path) -> Path:
     return atomic_write(path, lambda fh: torch.save(obj, fh))
 
 
+def file_sha256(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes (a checkpoint's identity in result files and the gate)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def derive_seed(*parts: int) -> int:
     """A stable 63-bit seed from integers (no Python hash randomization)."""
     h = hashlib.sha256(",".join(str(int(p)) for p in parts).encode()).digest()

@@ -87,20 +87,72 @@ def metric_values(runs: list[dict], metric: str, k: int | None) -> list[float]:
     return [v for v in vals if v is not None]
 
 
-def _efficiency(runs: list[dict]) -> dict | None:
-    effs = [r["evaluation"].get("efficiency") for r in runs]
-    if not all(isinstance(e, dict) for e in effs):
+def efficiency_protocol(doc: dict) -> str:
+    """How an efficiency section was measured, in a few words: ``PGD-20, 500 test images, 1 attack seed,
+    max-softmax policy``."""
+    ev = doc["evaluation"]
+    proto = ev.get("protocol") if isinstance(ev.get("protocol"), dict) else {}
+    steps, seeds = proto.get("steps"), proto.get("attack_seeds")
+    n_seeds = len(seeds) if isinstance(seeds, list) else None
+    parts = [f"PGD-{steps}" if isinstance(steps, int) else "PGD (steps not recorded)",
+             f"{ev.get('n_test')} test images" if isinstance(ev.get("n_test"), int) else "test images not recorded"]
+    if n_seeds:
+        parts.append(f"{n_seeds} attack seed{'s' if n_seeds > 1 else ''}")
+    parts.append(f"{ev['efficiency'].get('policy')} policy")
+    return ", ".join(str(p) for p in parts)
+
+
+def efficiency_by_checkpoint(loaded: list[tuple[Path, dict]]) -> dict[str, tuple[Path, dict]]:
+    """Efficiency eval files (results with ``evaluation.efficiency``) by the sha256 of the checkpoint they
+    evaluated (``training.checkpoint_sha256``); files without one are left out (they cannot be joined)."""
+    index: dict[str, tuple[Path, dict]] = {}
+    for path, doc in loaded:
+        sha = (doc.get("training") or {}).get("checkpoint_sha256")
+        if not isinstance(doc["evaluation"].get("efficiency"), dict) or not isinstance(sha, str):
+            continue
+        if sha in index:
+            raise UsageError(f"two efficiency files evaluate the same checkpoint ({index[sha][0]} and {path}); "
+                             "keep one of them in the efficiency folders")
+        index[sha] = (path, doc)
+    return index
+
+
+def _efficiency_doc(run: dict, joined: dict[str, tuple[Path, dict]]) -> tuple[dict | None, str | None]:
+    """The result that holds ``run``'s efficiency: itself, else the efficiency file of the same weights (same
+    checkpoint sha256), else None; with that file's name when joined."""
+    if isinstance(run["evaluation"].get("efficiency"), dict):
+        return run, None
+    sha = (run.get("training") or {}).get("checkpoint_sha256")
+    if isinstance(sha, str) and sha in joined:
+        path, doc = joined[sha]
+        return doc, path.name
+    return None, None
+
+
+def _efficiency(runs: list[dict], joined: dict[str, tuple[Path, dict]] | None = None) -> dict | None:
+    """Mean ± std over seeds of the clean MFLOPs and the slowdown factors; None (shown as "not measured")
+    unless every seed has them, in its own file or in an efficiency file of the same weights."""
+    found = [_efficiency_doc(r, joined or {}) for r in runs]
+    if not all(doc is not None for doc, _ in found):
         return None
+    effs = [doc["evaluation"]["efficiency"] for doc, _ in found]
     out: dict[str, Any] = {"policy": effs[0].get("policy")}
-    clean = [e.get("clean", {}).get("mflops_mean") for e in effs]
-    slow = [e.get("slowdown", {}).get("factor") for e in effs]
-    out["clean_mflops"] = mean_std(clean) if all(isinstance(v, (int, float)) for v in clean) else None
-    out["slowdown_factor"] = mean_std(slow) if all(isinstance(v, (int, float)) for v in slow) else None
+    for key, values in (("clean_mflops", [e.get("clean", {}).get("mflops_mean") for e in effs]),
+                        ("slowdown_factor", [e.get("slowdown", {}).get("factor") for e in effs]),
+                        ("max_average_factor", [e.get("pgd:max-average", {}).get("factor") for e in effs])):
+        ok = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+        out[key] = mean_std(values) if ok else None
+    out["protocol"] = "; ".join(sorted({efficiency_protocol(doc) for doc, _ in found}))
+    out["joined_from"] = [name for _, name in found if name]
     return out
 
 
-def make_entries(loaded: list[tuple[Path, dict]]) -> list[dict]:
-    """Entries sorted by (dataset, preset, model, defense); runs inside by training seed then file name."""
+def make_entries(loaded: list[tuple[Path, dict]], efficiency: list[tuple[Path, dict]] | None = None) -> list[dict]:
+    """Entries sorted by (dataset, preset, model, defense); runs inside by training seed then file name.
+
+    ``efficiency``: separate efficiency eval files; a run without an efficiency section takes the one of the
+    file that evaluated the same checkpoint (:func:`efficiency_by_checkpoint`)."""
+    joined = efficiency_by_checkpoint(efficiency or [])
     groups: dict[tuple, list[tuple[Path, dict]]] = {}
     for path, doc in loaded:
         groups.setdefault(entry_key(doc), []).append((path, doc))
@@ -125,7 +177,7 @@ def make_entries(loaded: list[tuple[Path, dict]]) -> list[dict]:
             "accuracy": stats,
             "transfer_offdiag": (mean_std([t["offdiag_mean"] for t in transfer])
                                  if all(t and t.get("offdiag_mean") is not None for t in transfer) else None),
-            "efficiency": _efficiency(runs),
+            "efficiency": _efficiency(runs, joined),
             "source": defense.get("source"), "class": defense.get("class"),
             "config": defense.get("config"), "assumptions": list(defense.get("assumptions") or []),
             "training_config": (first.get("training") or {}).get("config"),

@@ -146,16 +146,22 @@ def _dataset_pages(entries: list[dict], reported: list[dict], tabs: list[dict], 
     return pages
 
 
-def build(result_dirs: Iterable[str | Path], out: str | Path, reported_dir: str | Path = REPORTED_DIR) -> dict:
-    """Build the site into ``out``; returns ``{"pages": [...], "entries": n, "files": n}``."""
+def build(result_dirs: Iterable[str | Path], out: str | Path, reported_dir: str | Path = REPORTED_DIR,
+          efficiency_dirs: Iterable[str | Path] = ()) -> dict:
+    """Build the site into ``out``; returns ``{"pages": [...], "entries": n, "files": n}``.
+
+    ``efficiency_dirs``: folders of efficiency eval files (``neokd-bench eval --metrics efficiency``), joined
+    to the result of the same weights (same ``training.checkpoint_sha256``) when it has no efficiency of its
+    own; they are shown in the efficiency columns, with their protocol, and are not entries of their own."""
     out = Path(out)
     loaded = load_results(result_dirs)
-    entries = make_entries(loaded)
+    eff_loaded = load_results(efficiency_dirs) if efficiency_dirs else []
+    entries = make_entries(loaded, eff_loaded)
     reported = load_reported(reported_dir)
     tabs = tables(entries)
     summary = summarize(entries)
     digest = hashlib.sha256()
-    for path, _ in sorted(loaded, key=lambda pd: pd[0].name):
+    for path, _ in sorted(loaded, key=lambda pd: pd[0].name) + sorted(eff_loaded, key=lambda pd: str(pd[0])):
         digest.update(path.name.encode("utf-8") + b"\0" + path.read_bytes())
     if out.exists():
         for sub in ("plots", "entry"):

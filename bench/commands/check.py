@@ -14,12 +14,12 @@ Prints a table of what moved (reference, now, delta, tolerance, verdict); exits 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError, check
+from ..utils import file_sha256
 
 
 def add_parser(sub: Any) -> None:
@@ -73,10 +73,6 @@ def _check_defenses(results: list[str], against: str) -> bool:
     return failed
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def measure_attacks(gate: dict, folder: Path, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Attack the gate's checkpoint as the gate says; per-exit adversarial accuracy per attack label."""
     import neokd_bench as nb
@@ -88,7 +84,7 @@ def measure_attacks(gate: dict, folder: Path, overrides: dict[str, Any] | None =
 
     ckpt = folder / gate["checkpoint"]
     check(ckpt.is_file(), f"gate checkpoint {ckpt} not found; restore it with `git checkout -- {ckpt}`")
-    check(_sha256(ckpt) == gate["checkpoint_sha256"],
+    check(file_sha256(ckpt) == gate["checkpoint_sha256"],
           f"gate checkpoint {ckpt} does not match its sha256 in the gate file; restore it from git")
     state = load_checkpoint(ckpt)
     model = model_from_checkpoint(state)

@@ -27,7 +27,10 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--policy", help="exit policy of budgeted prediction: max-softmax (default), entropy or patience")
     p.add_argument("--budget-index", type=int, help="efficiency: the allocation (0-based) of the budgeted family "
                                                     "to measure at (default: the one closest to an equal share)")
-    p.add_argument("--policy-budgets", type=int, help="efficiency: budgets at which policy-pgd runs (default 5)")
+    p.add_argument("--policy-budgets", help="efficiency: how many budgets of the curve, spread evenly, policy-pgd "
+                                            "is run at, or 'all' for every one (default 5)")
+    p.add_argument("--budget-allocations", type=int, help="allocations on the budgeted curve (default 100, "
+                                                          "App. A.3); fewer make a coarser curve")
     p.add_argument("--seeds", help="comma-separated attack seeds (default 0,1,2)")
     p.add_argument("--steps", type=int, help="PGD steps (default 50, paper Sec. 4.1)")
     p.add_argument("--test-limit", type=int, help="evaluate on the first N test images (default: all)")
@@ -58,17 +61,21 @@ def run_eval(args: argparse.Namespace) -> int:
         parse_attack_list,
         parse_ints,
         parse_metrics,
+        parse_policy_budgets,
     )
     from ..presets import EvalProtocol
     from ..results import make_result, write_result
     from ..trainer import load_checkpoint, model_from_checkpoint, resolve_device
-    from ..utils import check_output_file
+    from ..utils import check_output_file, file_sha256
 
     for flag, val in (("--steps", args.steps), ("--test-limit", args.test_limit), ("--val-limit", args.val_limit),
                       ("--transfer-limit", args.transfer_limit), ("--batch-size", args.batch_size),
-                      ("--val-size", args.val_size), ("--policy-budgets", args.policy_budgets)):
+                      ("--val-size", args.val_size)):
         check(val is None or val >= 1, f"{flag} must be at least 1, got {val}")
-    n_alloc = EvalProtocol().budget_allocations
+    policy_budgets = parse_policy_budgets(args.policy_budgets)
+    check(args.budget_allocations is None or args.budget_allocations >= 2,
+          f"--budget-allocations must be at least 2, got {args.budget_allocations}")
+    n_alloc = args.budget_allocations or EvalProtocol().budget_allocations
     check(args.budget_index is None or 0 <= args.budget_index < n_alloc,
           f"--budget-index must be in 0..{n_alloc - 1}, got {args.budget_index}")
     check_policy(args.policy)
@@ -101,7 +108,7 @@ def run_eval(args: argparse.Namespace) -> int:
     proto = dataclasses.replace(proto, **{k: v for k, v in {
         "steps": args.steps, "attack_seeds": seeds, "test_limit": args.test_limit, "metrics": metrics,
         "transfer_limit": args.transfer_limit, "policy": args.policy, "budget_index": args.budget_index,
-        "policy_budgets": args.policy_budgets}.items() if v is not None})
+        "policy_budgets": policy_budgets, "budget_allocations": args.budget_allocations}.items() if v is not None})
     t = time.perf_counter()
     evaluation = evaluate(model, bundle, dataset_key=state["dataset"], protocol=proto, device=device,
                           metrics=metrics, attacks=attacks, thresholds_on=args.thresholds_on,
@@ -114,7 +121,8 @@ def run_eval(args: argparse.Namespace) -> int:
     config = state.get("train_config") or state.get("config") or {}
     config = config if isinstance(config, dict) else {}
     training = {"config": dict(config), "history": state.get("history"),
-                "wall_s": _history_wall(state.get("history")), "checkpoint": str(args.checkpoint)}
+                "wall_s": _history_wall(state.get("history")), "checkpoint": str(args.checkpoint),
+                "checkpoint_sha256": file_sha256(args.checkpoint)}
     train_seed = config.get("seed") if isinstance(config, dict) else None
     timings["total_s"] = time.perf_counter() - t_start
     result = make_result(

@@ -9,6 +9,7 @@ from typing import Any
 from ..errors import UsageError
 
 DEFAULT_RESULTS = Path(__file__).resolve().parents[2] / "leaderboard" / "results"
+DEFAULT_EFFICIENCY = DEFAULT_RESULTS.parent / "efficiency"
 
 
 def add_parser(sub: Any) -> None:
@@ -18,6 +19,9 @@ def add_parser(sub: Any) -> None:
     b.add_argument("--results", action="append", metavar="DIR",
                    help="folder of result JSON files, searched recursively (repeatable; default: "
                         "the committed leaderboard/results)")
+    b.add_argument("--efficiency", action="append", metavar="DIR",
+                   help="folder of efficiency eval files, searched recursively, joined to the result of the same "
+                        "checkpoint (repeatable; default: the committed leaderboard/efficiency)")
     b.add_argument("--reported", metavar="DIR", help="folder of reported-number files (default: the bundled ones)")
     b.add_argument("--out", required=True, metavar="SITE", help="output folder of the site")
     b.set_defaults(func=run_build)
@@ -33,7 +37,8 @@ def run_build(args: argparse.Namespace) -> int:
     from ..leaderboard.site import build
 
     results = args.results or [DEFAULT_RESULTS]
-    info = build(results, args.out, args.reported or REPORTED_DIR)
+    efficiency = args.efficiency or ([DEFAULT_EFFICIENCY] if DEFAULT_EFFICIENCY.is_dir() else [])
+    info = build(results, args.out, args.reported or REPORTED_DIR, efficiency)
     print(f"built {info['pages']} pages from {info['files']} result files ({info['entries']} entries) "
           f"into {args.out}; open {Path(args.out) / 'index.html'}")
     return 0

@@ -1,4 +1,5 @@
-"""`neokd-bench list [models|datasets|attacks|defenses] [--pattern GLOB]`: rich tables of the registries.
+"""`neokd-bench list [models|datasets|attacks|defenses|policies] [--pattern GLOB]`: rich tables of the registries
+(policies: the exit policies of budgeted prediction, ``eval --policy NAME``).
 
 For models the table shows the number of exits, the parameters and the fvcore MFLOPs up to each exit
 (cumulative, earlier exit heads included, one FLOP per multiply-add).
@@ -14,7 +15,7 @@ from ..registry import REGISTRIES
 
 
 def add_parser(sub: Any) -> None:
-    p = sub.add_parser("list", help="show what is registered (models, datasets, attacks, defenses)")
+    p = sub.add_parser("list", help="show what is registered (models, datasets, attacks, defenses, exit policies)")
     p.add_argument("kind", nargs="?", choices=sorted(REGISTRIES), default=None,
                    help="which registry (default: all)")
     p.add_argument("--pattern", default="*", help="glob filter on names, e.g. 'msdnet*'")
@@ -54,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     console = Console()
-    kinds = [args.kind] if args.kind else ["models", "datasets", "attacks", "defenses"]
+    kinds = [args.kind] if args.kind else ["models", "datasets", "attacks", "defenses", "policies"]
     for kind in kinds:
         reg = REGISTRIES[kind]
         table = Table(title=f"{kind} ({reg.group})", title_justify="left")

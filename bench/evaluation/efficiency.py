@@ -15,8 +15,8 @@ seeds; the factor is reported as the mean over seeds with its std and every seed
 
 The same figures are given for every registered exit policy (``policies``), each at its own thresholds
 for the same allocation. ``policy-pgd`` (:mod:`neokd_bench.attacks.policy_pgd`) is run at a few budgets
-spread over the curve (``protocol.policy_budgets``), each with that budget's thresholds, and compared
-with max-average at the same budget and thresholds: ``gap`` is max-average's accuracy minus
+spread over the curve (``protocol.policy_budgets``; ``"all"``: every budget), each with that budget's
+thresholds, and compared with max-average at the same budget and thresholds: ``gap`` is max-average's accuracy minus
 policy-pgd's (positive: the adaptive attack is stronger).
 
 The default budget (``budget_index``) is the allocation of the family closest to an equal share of
@@ -82,8 +82,10 @@ def default_budget_index(allocations: Sequence[Sequence[int]]) -> int:
     return int(np.abs(a - share).sum(axis=1).argmin())
 
 
-def policy_budget_indices(num_allocations: int, count: int) -> list[int]:
-    """``count`` allocation indices spread evenly over the curve, both ends included."""
+def policy_budget_indices(num_allocations: int, count: int | str) -> list[int]:
+    """``count`` allocation indices spread evenly over the curve, both ends included; ``"all"``: every one."""
+    if count == "all":
+        return list(range(num_allocations))
     return sorted({int(v + 0.5) for v in np.linspace(0, num_allocations - 1, max(count, 1))})  # v >= 0
 
 
@@ -199,14 +201,23 @@ def run_efficiency(model: Any, x_test, y_test, *, clean_val: ExitOutcomes, clean
         attacked[ra.label] = run(ra)
         seeds[ra.label] = ra.seeds
 
-    budgets = policy_budget_indices(len(allocations), int(getattr(protocol, "policy_budgets", 5)))
+    count = getattr(protocol, "policy_budgets", 5)
+    budgets = policy_budget_indices(len(allocations), count if count == "all" else int(count))
     block = None
     if budgets:
         (pp,) = resolve_attacks([{"name": "policy-pgd", "policy": policy_name, "ensemble": bool(ensemble)}],
                                 dataset_key=dataset_key, protocol=protocol)
         val_scores = policy.scores(clean_val, ensemble)
         ths = [policy.calibrate(val_scores, allocations[b]) for b in budgets]
-        adaptive = [run(pp, thresholds=tuple(None if not np.isfinite(v) else float(v) for v in t)) for t in ths]
+        # the attack depends on the budget only through its thresholds (the last one plays no part: the last
+        # exit takes every sample left); budgets that share them share one run
+        done: dict[tuple, list[ExitOutcomes]] = {}
+        adaptive = []
+        for t in ths:
+            key = tuple(None if not np.isfinite(v) else float(v) for v in t[:-1]) + (None,)
+            if key not in done:
+                done[key] = run(pp, thresholds=key)
+            adaptive.append(done[key])
         block = policy_pgd_block(policy, budget_indices=budgets, thresholds=ths, adaptive=adaptive,
                                  max_average=attacked[MAX_AVERAGE], seeds=seeds[MAX_AVERAGE], exit_mflops=mflops,
                                  ensemble=ensemble)

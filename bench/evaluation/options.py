@@ -26,6 +26,18 @@ def parse_ints(text: str | None, flag: str) -> tuple[int, ...] | None:
     return vals
 
 
+def parse_policy_budgets(text: str | None, flag: str = "--policy-budgets") -> int | str | None:
+    """``"all"`` (every budget of the curve) or a count of at least 1; None stays None."""
+    if text is None or text == "all":
+        return text
+    try:
+        count = int(text)
+    except ValueError:
+        count = 0
+    check(count >= 1, f"{flag} must be at least 1 or 'all', got {text!r}; e.g. {flag} all")
+    return count
+
+
 def parse_metrics(text: str | None, flag: str = "--metrics") -> tuple[str, ...] | None:
     """``"anytime,budgeted"`` -> a tuple of known metric names (None stays None)."""
     if text is None:

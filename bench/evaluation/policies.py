@@ -4,8 +4,7 @@ A policy turns the outputs of every exit into a per-exit *score* (higher means r
 sample leaves at the first exit whose score is ``>=`` that exit's threshold, and the last exit takes
 every sample left (:func:`neokd_bench.evaluation.budgeted.exit_indices`). Each policy's thresholds are
 calibrated on validation scores only, by the App. A.3 allocation procedure
-(:func:`~neokd_bench.evaluation.budgeted.thresholds_for_allocation`; patience has its own variant for tied
-integer scores) applied to that policy's own score:
+(:func:`~neokd_bench.evaluation.budgeted.thresholds_for_allocation`) applied to that policy's own score:
 an allocation of validation samples to exits gives one threshold per exit. :meth:`ExitPolicy.calibrate`
 takes validation scores and an allocation and nothing else.
 
@@ -15,17 +14,21 @@ Registered policies (entry-point group ``neokd_bench.policies``):
   the prediction's softmax (with the ensemble strategy, the mean softmax of exits ``0..k``);
 * ``entropy`` - Triple-Wins / BranchyNet: the score is minus the entropy of the prediction's softmax, so
   "entropy at most e" is "score at least -e";
-* ``patience`` - PABEE (Zhou et al. 2020): the score at exit ``k`` is the number of consecutive exits
-  ending at ``k`` whose own top-1 predictions agree (1 at exit 0). A threshold ``t`` at exit ``k`` means
-  "leave at ``k`` when the last ``t`` exits agree"; PABEE's single patience ``p`` is the special case
-  ``t = p + 1`` at every exit. Scores are integers and tie heavily, so its calibration lets *at most*
-  ``n_k`` validation samples leave at exit ``k`` (:meth:`Patience.calibrate`), and the curve has few
-  distinct points.
+* ``patience`` - PABEE (Zhou et al. 2020): a sample leaves at exit ``k`` when the last ``t`` exits' own
+  top-1 predictions agree. The score at exit ``k`` is the number of consecutive exits ending at ``k`` whose
+  predictions agree (1 at exit 0), *plus a tie-break*: ``TIE_BREAK`` (0.5) times the prediction's maximum
+  softmax (the ensemble's with the ensemble strategy), a number in (0, 0.5]. Run lengths are integers and
+  tie heavily (every sample has run length 1 at exit 0), so without a tie-break no threshold could let
+  exactly ``n_k`` validation samples leave; with it, samples are ordered by run length first and by
+  confidence among equal run lengths, and the App. A.3 rule meets every allocation exactly (up to exact
+  ties of confidence). A threshold ``r + c`` (``r`` integer, ``0 <= c < 1``) means "leave when the last
+  ``r + 1`` exits agree, or the last ``r`` agree and ``TIE_BREAK * confidence >= c``". PABEE's single
+  patience ``p`` is the integer threshold ``p + 1`` at every exit (the tie-break never reaches 1).
 
 Every policy also has a differentiable surrogate of its score (:meth:`ExitPolicy.soft_scores`, on
 softmax probabilities), which the adaptive attack ``policy-pgd`` uses. For ``patience`` the agreement of
 exits ``k-1`` and ``k`` is relaxed to the inner product of their softmax vectors, and the run length to
-``r_k = 1 + a_k * r_{k-1}``.
+``r_k = 1 + a_k * r_{k-1}`` (:func:`relaxed_run_lengths`); the tie-break term is smooth already.
 """
 
 from __future__ import annotations
@@ -36,11 +39,11 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from ..registry import Registry
+from ..registry import POLICIES
 from .budgeted import exit_indices, thresholds_for_allocation
 
-POLICIES: Registry = Registry("policies", singular="policy",
-                              base_cls="neokd_bench.evaluation.policies:ExitPolicy")
+#: Weight of the confidence that breaks ties between equal run lengths in the ``patience`` score (< 1).
+TIE_BREAK = 0.5
 
 
 def entropy(p: torch.Tensor) -> torch.Tensor:
@@ -111,39 +114,31 @@ class Entropy(ExitPolicy):
 
 
 class Patience(ExitPolicy):
-    """Leave when the last t exits' own top-1 predictions agree (PABEE; score = agreeing run length)."""
+    """Leave when the last t exits' own top-1 predictions agree (PABEE; score = agreeing run length, ties
+    broken by confidence)."""
 
     name = "patience"
 
     def scores(self, outcomes: Any, ensemble: bool = True) -> np.ndarray:
-        return run_lengths(outcomes.pred).astype(np.float64)
+        conf = np.asarray(outcomes.ens_conf if ensemble else outcomes.conf, dtype=np.float64)
+        return run_lengths(outcomes.pred) + TIE_BREAK * conf
 
     def soft_scores(self, probs: torch.Tensor, ensemble: bool = True) -> torch.Tensor:
-        runs = [torch.ones_like(probs[:, 0, 0])]
-        for k in range(1, probs.shape[1]):
-            agree = (probs[:, k] * probs[:, k - 1]).sum(-1)
-            runs.append(1 + agree * runs[-1])
-        return torch.stack(runs, dim=1)
-
-    def calibrate(self, val_scores: np.ndarray, allocation: Sequence[int]) -> np.ndarray:
-        """Integer scores tie heavily, so the App. A.3 rule (the n_k-th largest: at least n_k leave) would let
-        every sample leave at exit 0, where every run length is 1. Here exit ``k``'s threshold is the
-        smallest run length that lets *at most* ``n_k`` of the validation samples still there leave
-        (``+inf`` when none does); the samples left go on, as in App. A.3."""
-        conf = np.asarray(val_scores, dtype=np.float64)
-        thresholds_for_allocation(conf, allocation)  # the same checks of shape and allocation
-        thresholds = np.full(conf.shape[1], -np.inf)
-        remaining = np.ones(conf.shape[0], dtype=bool)
-        for k in range(conf.shape[1] - 1):
-            c = conf[remaining, k]
-            fits = [v for v in np.unique(c) if (c >= v).sum() <= int(allocation[k])]
-            thresholds[k] = fits[0] if fits else np.inf
-            remaining &= ~(conf[:, k] >= thresholds[k])
-        return thresholds
+        return relaxed_run_lengths(probs) + TIE_BREAK * ensemble_probs(probs, ensemble).max(dim=2).values
 
     def hard_scores(self, probs: torch.Tensor, ensemble: bool = True) -> torch.Tensor:
         onehot = torch.nn.functional.one_hot(probs.argmax(dim=2), probs.shape[2]).to(probs.dtype)
-        return self.soft_scores(onehot)  # with one-hot rows the relaxed run length is the exact one
+        # with one-hot rows the relaxed run length is the exact one
+        return relaxed_run_lengths(onehot) + TIE_BREAK * ensemble_probs(probs, ensemble).max(dim=2).values
+
+
+def relaxed_run_lengths(probs: torch.Tensor) -> torch.Tensor:
+    """``(N, L)``: ``r_0 = 1``, ``r_k = 1 + <p_k, p_{k-1}> * r_{k-1}`` from softmax rows ``(N, L, C)``; the
+    exact run length of agreeing top-1 predictions when the rows are one-hot."""
+    runs = [torch.ones_like(probs[:, 0, 0])]
+    for k in range(1, probs.shape[1]):
+        runs.append(1 + (probs[:, k] * probs[:, k - 1]).sum(-1) * runs[-1])
+    return torch.stack(runs, dim=1)
 
 
 def run_lengths(pred: np.ndarray) -> np.ndarray:

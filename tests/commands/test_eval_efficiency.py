@@ -8,6 +8,7 @@ import json
 import pytest
 from neokd_bench.cli import main
 from neokd_bench.results import SCHEMA_VERSION, validate_result
+from neokd_bench.utils import file_sha256
 
 
 def test_eval_efficiency_and_calibration(trained_checkpoint, tmp_path, capsys):
@@ -36,6 +37,21 @@ def test_eval_efficiency_and_calibration(trained_checkpoint, tmp_path, capsys):
     cal = doc["evaluation"]["calibration"]
     assert len(cal["clean"]["ece"]) == L and "pgd:max-average" in cal["adversarial"]
     assert (tmp_path / "r.reliability.png").is_file()
+    assert doc["training"]["checkpoint_sha256"] == file_sha256(trained_checkpoint)
+
+
+def test_policy_pgd_at_every_budget_of_a_coarse_curve(trained_checkpoint, tmp_path, capsys):
+    """``--policy-budgets all`` attacks every allocation of the curve (here a 5-allocation one)."""
+    out = tmp_path / "r.json"
+    rc = main(["eval", str(trained_checkpoint), "--metrics", "efficiency", "--steps", "1", "--seeds", "0",
+               "--test-limit", "32", "--val-limit", "32", "--budget-allocations", "5", "--policy-budgets", "all",
+               "--quiet", "--no-plots", "--device", "cpu", "--out", str(out)])
+    assert rc == 0, capsys.readouterr().err
+    doc = json.loads(out.read_text())
+    validate_result(doc)
+    assert doc["evaluation"]["protocol"]["policy_budgets"] == "all"
+    pp = doc["evaluation"]["efficiency"]["policy-pgd"]
+    assert pp["budget_index"] == [0, 1, 2, 3, 4] and len(pp["gap"]) == len(pp["thresholds"]) == 5
 
 
 def test_v1_results_stay_valid():
@@ -54,7 +70,10 @@ def test_v1_results_stay_valid():
     (["--metrics", "efficency"], "unknown metric 'efficency'"),
     (["--budget-index", "-1"], "--budget-index must be in 0..99, got -1"),
     (["--budget-index", "100"], "--budget-index must be in 0..99, got 100"),
-    (["--policy-budgets", "0"], "--policy-budgets must be at least 1"),
+    (["--policy-budgets", "0"], "--policy-budgets must be at least 1 or 'all', got '0'"),
+    (["--policy-budgets", "every"], "--policy-budgets must be at least 1 or 'all', got 'every'"),
+    (["--budget-allocations", "1"], "--budget-allocations must be at least 2, got 1"),
+    (["--budget-allocations", "10", "--budget-index", "10"], "--budget-index must be in 0..9, got 10"),
 ])
 def test_bad_efficiency_arguments(argv, needle, tmp_path, capsys):
     rc = main(["eval", str(tmp_path / "none.pt")] + argv)

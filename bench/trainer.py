@@ -15,8 +15,10 @@ Guarantees
   itself: the defenses run extra forward passes (attack steps, clean and adversarial passes) before one
   backward, which DDP's reducer does not allow without ``static_graph``. BatchNorm statistics stay
   per rank (as with DDP without SyncBatchNorm). Parameters are broadcast from rank 0 at start.
-* **Devices.** ``device="auto"`` picks CUDA when present, else CPU. ``amp="bf16"`` runs the defense's
-  training step (attack and loss) under bf16 autocast.
+* **Devices and precision.** ``device="auto"`` picks CUDA when present, else CPU. ``amp="bf16"`` runs the
+  defense's whole training step (attack and loss) under bf16 autocast, with fp32 master weights;
+  ``amp="auto"`` does so only where the device computes bf16 natively (:mod:`neokd_bench.precision`), and
+  the result's training section records the choice (``amp``).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from .defenses.base import check_parts
 from .errors import TrainingDivergedError, UsageError, check
+from .precision import AMP_CHOICES, resolve_amp
 from .progress import Progress
 from .utils import atomic_torch_save, derive_seed, remove_stale_temp_files
 
@@ -51,7 +54,7 @@ class TrainConfig:
     milestones: tuple[int, ...] = ()  # lr /= 10 at these epochs (paper App. A.1)
     seed: int = 0
     device: str = "auto"
-    amp: str = "none"  # "none" | "bf16"
+    amp: str = "none"  # "none" | "bf16" | "auto" (bf16 where the device computes it natively)
     num_workers: int = 0
     train_limit: int | None = None
     grad_clip_norm: float | None = None  # clip the global gradient norm (None: no clipping, as the paper)
@@ -60,7 +63,7 @@ class TrainConfig:
         check(self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}; e.g. --epochs 2")
         check(self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}")
         check(self.lr > 0 and math.isfinite(self.lr), f"--lr must be a positive number, got {self.lr}")
-        check(self.amp in ("none", "bf16"), f"--amp must be none or bf16, got {self.amp!r}")
+        check(self.amp in AMP_CHOICES, f"--amp must be none, bf16 or auto, got {self.amp!r}")
         check(self.grad_clip_norm is None or self.grad_clip_norm > 0,
               f"--grad-clip must be positive, got {self.grad_clip_norm}")
         check(self.train_limit is None or self.train_limit >= 1,
@@ -216,8 +219,8 @@ def train(
             torch.distributed.broadcast(t.data, src=0)
 
     pass_index = _accepts_index(defense)
-    autocast = (torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-                if cfg.amp == "bf16" else None)
+    amp = resolve_amp(cfg.amp, device)
+    autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16) if amp == "bf16" else None
     t_start = time.perf_counter()
     with Progress(progress and rank == 0) as prog:
         for epoch in range(start_epoch, cfg.epochs):
@@ -298,6 +301,7 @@ def train(
         "resumed_from_epoch": start_epoch if start_epoch else None,
         "world_size": world,
         "device": str(device),
+        "amp": amp,
     }
 
 

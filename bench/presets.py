@@ -142,7 +142,8 @@ TRAIN_PRESETS: dict[tuple[str, str], TrainPreset] = {
                           transfer_limit=1000, budget_allocations=100),
         source="CPU reproduction preset, issue 12 (not a paper setting)"),
     ("cifar10", "paper"): TrainPreset("msdnet_cifar10", 150, 128, 0.1, (75, 115), amp="auto", source="paper App. A.1"),
-    ("cifar100", "paper"): TrainPreset("msdnet_cifar100", 150, 128, 0.1, (75, 115), amp="auto", source="paper App. A.1"),
+    ("cifar100", "paper"): TrainPreset(
+        "msdnet_cifar100", 150, 128, 0.1, (75, 115), amp="auto", source="paper App. A.1"),
     ("tiny-imagenet", "paper"): TrainPreset(
         "msdnet_tinyimagenet", 150, 128, 0.1, (50, 100), amp="auto", source="paper App. A.1"),
     # ImageNet: the paper fine-tunes a pretrained MSDNet for 10 epochs at constant lr 0.001.

@@ -44,59 +44,14 @@ and at least ``--min-seconds`` of naive time.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from collections.abc import Callable
 from typing import Any
 
 import neokd_bench as nb
 import torch
-import torch.nn.functional as F
-from neokd_bench.attacks.base import project, random_start
+from benchlib import hardware_line, interleaved, naive_max_average, predicted
 from neokd_bench.flops import exit_flops, exit_path_flops
 from torch import nn
-
-
-def naive_max_average(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, step_size: float,
-                      steps: int, generator: torch.Generator) -> torch.Tensor:
-    """Reference: L sequential single attacks on the full network; selection by L full forward passes."""
-    L = model.num_exits
-    cands = []
-    for k in range(L):
-        adv = random_start(x, eps, generator)
-        for _ in range(steps):
-            adv.requires_grad_(True)
-            loss = F.cross_entropy(model(adv)[k], y)  # full forward, every exit computed
-            (g,) = torch.autograd.grad(loss, [adv])
-            adv = project(adv.detach() + step_size * g.sign(), x, eps)
-        cands.append(adv.detach())
-    with torch.no_grad():
-        mean_losses = torch.stack([
-            torch.stack([F.cross_entropy(o, y, reduction="none") for o in model(c)]).mean(0) for c in cands])
-    best = mean_losses.argmax(0)
-    return torch.stack(cands)[best, torch.arange(len(x))]
-
-
-def interleaved(fns: dict[str, Callable[[], object]], reps: int, min_seconds: float) -> dict[str, float]:
-    """Median time of each function; the calls are interleaved so that drift in machine load hits all."""
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for fn in fns.values():
-        fn()  # warm-up
-    while True:
-        for k, fn in fns.items():
-            t = time.perf_counter()
-            fn()
-            times[k].append(time.perf_counter() - t)
-        first = next(iter(times.values()))
-        if len(first) >= reps and sum(first) >= min_seconds:
-            return {k: statistics.median(v) for k, v in times.items()}
-
-
-def predicted(full: float, path: list[int], steps: int, beta: float) -> float:
-    L, S = len(path), sum(path)
-    naive = steps * sum(full + beta * p for p in path) + L * full
-    harness = steps * (1 + beta) * S + L * full
-    return naive / harness
 
 
 def variants(eps: float, step: float, steps: int, device: torch.device) -> dict[str, Any]:
@@ -153,8 +108,7 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    print(f"torch {torch.__version__}, {where}, batch {args.batch}, PGD-{args.steps} max-average, "
+    print(f"{hardware_line(device)}, batch {args.batch}, PGD-{args.steps} max-average, "
           f"median of >= {args.reps} interleaved reps")
     rows = [(name.strip(), bench(name.strip(), args.batch, args.reps, args.steps, args.min_seconds, device))
             for name in args.models.split(",")]

@@ -14,11 +14,12 @@ calls interleaved, median after one warm-up:
 * ``naive`` - the reference step, fp32: the Triple-Wins-style attack (``benchlib.naive_max_average``: a full
   forward pass per attack step, the L single attacks one after another, L full forward passes for the
   selection), then the same loss, backward and SGD step;
-* ``fp32`` / ``bf16`` - ``defense.training_step`` exactly as the trainer runs it, without or with bf16
-  autocast over the whole step (fp32 master weights);
-* optional variants (``--variants``): ``+cl`` channels_last model and input, ``+compile`` the model compiled
-  with ``torch.compile`` (attack without BatchNorm folding, which would copy, and so recompile, the model
-  every step), e.g. ``--variants naive,fp32,fp32+cl,fp32+compile``.
+* ``fp32`` / ``bf16`` - ``defense.training_step`` exactly as the trainer runs it (channels_last on a CPU,
+  ``neokd_bench.trainer.memory_format``), without or with bf16 autocast over the whole step (fp32 master
+  weights);
+* optional variants (``--variants``): ``+nchw`` the contiguous layout instead (the naive step's),
+  ``+compile`` the model compiled with ``torch.compile`` (attack without BatchNorm folding, which would copy,
+  and so recompile, the model every step), e.g. ``--variants naive,fp32,fp32+nchw,fp32+compile``.
 
 Beside images per second and the speed-up over ``naive`` it prints:
 
@@ -47,6 +48,7 @@ import neokd_bench as nb
 import torch
 from benchlib import attack_flops, hardware_line, interleaved, naive_max_average, peak_macs
 from neokd_bench.flops import exit_flops, exit_path_flops
+from neokd_bench.trainer import memory_format
 from torch import nn
 
 DATASET = {"smallcnn": "mnist", "msdnet_cifar10": "cifar10", "msdnet_cifar100": "cifar100"}
@@ -55,10 +57,9 @@ DATASET = {"smallcnn": "mnist", "msdnet_cifar10": "cifar10", "msdnet_cifar100": 
 def step_fn(model: nn.Module, defense: Any, x: torch.Tensor, y: torch.Tensor, variant: str,
             gen: torch.Generator) -> Callable[[], None]:
     """One training step of ``variant`` on its own copy of the model and its own optimizer."""
-    model = copy.deepcopy(model)
-    if "+cl" in variant:
-        model = model.to(memory_format=torch.channels_last)
-        x = x.contiguous(memory_format=torch.channels_last)
+    layout = torch.contiguous_format if variant == "naive" or "+nchw" in variant else memory_format(x.device)
+    model = copy.deepcopy(model).to(memory_format=layout)
+    x = x.contiguous(memory_format=layout)
     if "+compile" in variant:
         model.compile()
         defense = copy.copy(defense)
@@ -150,7 +151,8 @@ def main() -> None:
     p.add_argument("--models", default="smallcnn,msdnet_cifar10,msdnet_cifar100")
     p.add_argument("--defenses", default="neokd,adv")
     p.add_argument("--variants", default="naive,fp32,bf16",
-                   help="naive, fp32, bf16, each optionally with +cl (channels_last) and +compile (torch.compile)")
+                   help="naive, fp32, bf16; fp32 and bf16 optionally with +nchw (contiguous layout) and +compile "
+                        "(torch.compile)")
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--min-seconds", type=float, default=5.0, help="at least this much naive time per row")

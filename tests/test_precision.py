@@ -104,3 +104,26 @@ def test_bf16_autocast_loss_agrees_with_fp32_on_a_fixed_batch(fmnist, defense_na
             low = defense.loss(model, x, x_adv, y)[0]
     assert low.dtype == torch.float32
     assert abs(float(low) - float(ref)) <= 1e-2 * abs(float(ref))
+
+
+@pytest.mark.slow
+def test_torch_compile_loss_agrees_with_eager_on_a_fixed_batch(fmnist):
+    """``torch.compile`` (the benchmark's ``+compile`` variant) gives the training loss of a fixed batch within
+    1e-2 relative error of eager fp32. Inductor on a CPU needs a C++ compiler: skipped where there is none."""
+    import shutil
+
+    if not torch.cuda.is_available() and shutil.which("g++") is None and shutil.which("c++") is None:
+        pytest.skip("torch.compile on a CPU needs a C++ compiler")
+    torch.manual_seed(0)
+    model = nb.create_model("smallcnn", mean=list(fmnist.mean), std=list(fmnist.std)).eval()  # eval: no dropout
+    defense = nb.create_defense("neokd")
+    defense.setup(dataset="fashion-mnist", num_exits=3, num_classes=10, seed=0)
+    defense.start_epoch(0)
+    x, y = fmnist.train.tensors()
+    x, y = x[:64], y[:64]
+    x_adv = defense.attack(seed=0)(model, x, y)
+    compiled = torch.compile(model)
+    with torch.no_grad():
+        ref = defense.loss(model, x, x_adv, y)[0]
+        got = defense.loss(compiled, x, x_adv, y)[0]
+    assert abs(float(got) - float(ref)) <= 1e-2 * abs(float(ref))

@@ -86,23 +86,28 @@ def step_fn(model: nn.Module, defense: Any, x: torch.Tensor, y: torch.Tensor, va
     return step
 
 
-def peak_memory_mb(fn: Callable[[], None], device: torch.device) -> float:
-    """Peak memory of one call of ``fn``: max_memory_allocated on a GPU, the resident set's peak on a CPU."""
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
+def with_peak_memory(fn: Callable[[], None], device: torch.device, out: dict[str, float], key: str
+                     ) -> Callable[[], None]:
+    """``fn`` that also stores the peak memory of its latest call in ``out[key]`` (MB): max_memory_allocated on a
+    GPU, the resident set's peak on a CPU (reset through /proc/self/clear_refs; where that fails, the process's
+    peak so far)."""
+    def call() -> None:
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+            fn()
+            torch.cuda.synchronize(device)
+            out[key] = torch.cuda.max_memory_allocated(device) / 2**20
+            return
+        try:
+            Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM, the peak resident set
+        except OSError:
+            pass
         fn()
-        torch.cuda.synchronize(device)
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    clear = Path("/proc/self/clear_refs")
-    try:
-        clear.write_text("5")  # resets VmHWM, the peak resident set
-    except OSError:
-        pass
-    fn()
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kB; the process's peak
+        status = Path("/proc/self/status")
+        lines = status.read_text().splitlines() if status.exists() else []
+        hwm = [int(v.split()[1]) for v in lines if v.startswith("VmHWM:")]
+        out[key] = (hwm[0] if hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) / 1024  # kB on Linux
+    return call
 
 
 def bench(name: str, defense_name: str, variants: list[str], args: argparse.Namespace, device: torch.device
@@ -118,11 +123,9 @@ def bench(name: str, defense_name: str, variants: list[str], args: argparse.Name
     x = torch.rand(args.batch, *model.input_size, device=device)
     y = torch.randint(0, model.num_classes, (args.batch,), device=device)
     gen = torch.Generator(device=device).manual_seed(0)
-    fns = {v: step_fn(model, defense, x, y, v, gen) for v in variants}
-    if device.type == "cuda":
-        fns = {k: (lambda f=f: (f(), torch.cuda.synchronize())) for k, f in fns.items()}
-    times = interleaved(fns, args.reps, args.min_seconds)
-    memory = {v: peak_memory_mb(f, device) for v, f in fns.items()}
+    memory: dict[str, float] = {}
+    fns = {v: with_peak_memory(step_fn(model, defense, x, y, v, gen), device, memory, v) for v in variants}
+    times = interleaved(fns, args.reps, args.min_seconds, args.clock, warmup=not args.no_warmup)
     full, path = exit_flops(model)[-1] * args.batch, [p * args.batch for p in exit_path_flops(model)]
     loss_passes = 6 * full
     naive = attack_flops(full, path, args.steps, 2.0, naive=True) + loss_passes
@@ -159,6 +162,9 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=7)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                   help="cpu: time this process's CPU time (use with --threads 1 on a shared, loaded machine)")
+    p.add_argument("--no-warmup", action="store_true", help="time the first call too (quick runs of large rows)")
     p.add_argument("--profile", action="store_true", help="torch.profiler's top operators of the fp32 neokd step "
                                                           "of the model with the most exits")
     p.add_argument("--top", type=int, default=15, help="operators the profile prints")
@@ -169,8 +175,8 @@ def main() -> None:
     if variants[0] != "naive":
         p.error("--variants must start with naive (the reference the speed-ups are over)")
     print(f"{hardware_line(device)}, batch {args.batch}, PGD-{args.steps} max-average training step, "
-          f"median of >= {args.reps} interleaved reps")
-    peak = {"fp32": peak_macs(torch.float32, device), "bf16": peak_macs(torch.bfloat16, device)}
+          f"median of >= {args.reps} interleaved reps, {args.clock} clock")
+    peak = {k: peak_macs(dt, device, clock=args.clock) for k, dt in (("fp32", torch.float32), ("bf16", torch.bfloat16))}
     print(f"peak (large matmul): fp32 {peak['fp32'] / 1e9:.1f} GMAC/s, bf16 {peak['bf16'] / 1e9:.1f} GMAC/s")
     rows = []
     for name in (m.strip() for m in args.models.split(",")):

@@ -38,16 +38,24 @@ def naive_max_average(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps
     return torch.stack(cands)[best, torch.arange(len(x))]
 
 
-def interleaved(fns: dict[str, Callable[[], object]], reps: int, min_seconds: float) -> dict[str, float]:
-    """Median time of each function; the calls are interleaved so that drift in machine load hits all."""
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+"""``wall``: elapsed time. ``cpu``: this process's CPU time (all its threads), for a shared, loaded machine:
+with one thread it is the wall time the call would take on an idle core, and other jobs barely move it."""
+
+
+def interleaved(fns: dict[str, Callable[[], object]], reps: int, min_seconds: float, clock: str = "wall",
+                warmup: bool = True) -> dict[str, float]:
+    """Median time of each function; the calls are interleaved so that drift in machine load hits all.
+    ``warmup``: one untimed call of each first."""
+    now = CLOCKS[clock]
     times: dict[str, list[float]] = {k: [] for k in fns}
-    for fn in fns.values():
-        fn()  # warm-up
+    for fn in fns.values() if warmup else ():
+        fn()
     while True:
         for k, fn in fns.items():
-            t = time.perf_counter()
+            t = now()
             fn()
-            times[k].append(time.perf_counter() - t)
+            times[k].append(now() - t)
         first = next(iter(times.values()))
         if len(first) >= reps and sum(first) >= min_seconds:
             return {k: statistics.median(v) for k, v in times.items()}
@@ -67,19 +75,22 @@ def predicted(full: float, path: list[int], steps: int, beta: float) -> float:
     return attack_flops(full, path, steps, beta, True) / attack_flops(full, path, steps, beta, False)
 
 
-def peak_macs(dtype: torch.dtype, device: torch.device, n: int = 2048, reps: int = 3) -> float:
-    """Multiply-adds per second of a large ``n x n`` matmul in ``dtype`` (best of ``reps``): the machine's peak."""
+def peak_macs(dtype: torch.dtype, device: torch.device, n: int = 2048, reps: int = 3, clock: str = "wall"
+              ) -> float:
+    """Multiply-adds per second of a large ``n x n`` matmul in ``dtype`` (best of ``reps``): the machine's peak.
+    With ``clock="cpu"``: per second of CPU time, i.e. per core-second times the thread count."""
+    now = CLOCKS[clock]
     a = torch.rand(n, n, device=device).to(dtype)
     b = torch.rand(n, n, device=device).to(dtype)
     best = float("inf")
     for _ in range(reps + 1):  # the first call warms up
         if device.type == "cuda":
             torch.cuda.synchronize()
-        t = time.perf_counter()
+        t = now()
         a @ b
         if device.type == "cuda":
             torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - t)
+        best = min(best, now() - t)
     return n**3 / best
 
 

@@ -24,6 +24,7 @@ Guarantees
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import math
 import os
@@ -143,7 +144,9 @@ RESUME_FIELDS = (("defense", "--defense"), ("model_name", "--model"), ("model_kw
 
 def check_resume(state: dict[str, Any], meta: dict[str, Any], cfg: TrainConfig | None, path: Path) -> None:
     """Refuse, naming the field, a resume whose defense (or its config), model, dataset, preset or training
-    config differs from what the checkpoint was written with. Fields absent from ``meta`` are not compared."""
+    config differs from what the checkpoint was written with. Fields absent from ``meta`` are not compared; a
+    training-config field the checkpoint lacks (added to :class:`TrainConfig` later) is compared only when it
+    is not at its default."""
     for key, flag in RESUME_FIELDS:
         if key not in meta or state.get(key) == meta[key]:
             continue
@@ -161,8 +164,13 @@ def check_resume(state: dict[str, Any], meta: dict[str, Any], cfg: TrainConfig |
                                  f"not {b.get(field)!r}; rerun with the same --set options or use a new --out")
         raise UsageError(f"--resume: {path} was written with {key} {was!r}, not {now!r}; rerun with the same "
                          f"{flag} or use a new --out folder")
-    if cfg is not None and state.get("train_config") != cfg.to_dict():
-        a, b = state.get("train_config") or {}, cfg.to_dict()
+    if cfg is None:
+        return
+    a, b = state.get("train_config") or {}, cfg.to_dict()
+    # a field added to TrainConfig after the checkpoint was written is no difference while it holds its default
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    b = {k: v for k, v in b.items() if k in a or k not in defaults or v != defaults[k]}
+    if a != b:
         diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
         raise UsageError(f"--resume: {path} was written with another training config ({', '.join(diff)} differ); "
                          f"rerun with the same options or use a new --out folder")

@@ -9,9 +9,10 @@ import pytest
 import torch
 from neokd_bench.cli import build_parser
 from neokd_bench.commands.run import train_config
+from neokd_bench.errors import UsageError
 from neokd_bench.precision import cpu_flags, describe_hardware, native_bf16, resolve_amp
 from neokd_bench.presets import TRAIN_PRESETS
-from neokd_bench.trainer import TrainConfig, train
+from neokd_bench.trainer import TrainConfig, check_resume, train
 
 AVX2_EPYC = "processor\t: 0\nmodel name\t: AMD EPYC 7B12\nflags\t\t: fpu sse sse2 avx avx2 fma\n\n" \
             "processor\t: 1\nmodel name\t: AMD EPYC 7B12\nflags\t\t: fpu sse sse2 avx avx2 fma\n"
@@ -65,11 +66,25 @@ BEFORE = {
 
 
 @pytest.mark.parametrize("tag", sorted(BEFORE))
-def test_cpu_presets_keep_the_training_config_their_runs_were_started_with(tag):
+def test_runs_of_the_cpu_presets_started_before_auto_still_resume(tag, tmp_path):
     args = build_parser().parse_args(["run", "--defense", "neokd", "--dataset", "fashion-mnist", "--preset", tag])
-    assert train_config(args, TRAIN_PRESETS[("fashion-mnist", tag)]).to_dict() == BEFORE[tag]
+    cfg = train_config(args, TRAIN_PRESETS[("fashion-mnist", tag)])
+    assert cfg.amp == "none"
+    check_resume({"train_config": BEFORE[tag]}, {}, cfg, tmp_path / "checkpoint.pt")  # no error
     args = build_parser().parse_args(["run", "--defense", "neokd", "--dataset", "cifar10"])
     assert train_config(args, TRAIN_PRESETS[("cifar10", "paper")]).amp == "auto"
+
+
+def test_resume_ignores_a_training_field_added_later_while_it_holds_its_default(tmp_path):
+    """A checkpoint written before a TrainConfig field existed (here: pretend ``grad_clip_norm`` is new) resumes
+    when the field is at its default, and is refused, naming it, when it is not."""
+    old = {k: v for k, v in BEFORE["cpu"].items() if k != "grad_clip_norm"}
+    path = tmp_path / "checkpoint.pt"
+    check_resume({"train_config": old}, {}, TrainConfig(epochs=5, lr=0.01), path)
+    with pytest.raises(UsageError, match="grad_clip_norm"):
+        check_resume({"train_config": old}, {}, TrainConfig(epochs=5, lr=0.01, grad_clip_norm=5.0), path)
+    with pytest.raises(UsageError, match="lr"):
+        check_resume({"train_config": BEFORE["cpu"]}, {}, TrainConfig(epochs=5, lr=0.05), path)
 
 
 def test_the_result_records_the_resolved_precision(fmnist, tmp_path):

@@ -174,6 +174,10 @@ def main() -> None:
     variants = [v.strip() for v in args.variants.split(",")]
     if variants[0] != "naive":
         p.error("--variants must start with naive (the reference the speed-ups are over)")
+    for v in variants[1:]:
+        base, *mods = v.split("+")
+        if base not in ("fp32", "bf16") or not set(mods) <= {"nchw", "compile"}:
+            p.error(f"--variants: {v!r} is not a variant; use naive, fp32 or bf16, optionally with +nchw, +compile")
     print(f"{hardware_line(device)}, batch {args.batch}, PGD-{args.steps} max-average training step, "
           f"median of >= {args.reps} interleaved reps, {args.clock} clock")
     peak = {k: peak_macs(dt, device, clock=args.clock) for k, dt in (("fp32", torch.float32), ("bf16", torch.bfloat16))}

@@ -14,15 +14,12 @@ training-mode pass) and inputs, it times:
   forward passes, one per candidate;
 * ``train fp32`` - the training attack exactly as the defenses build it (``Defense.attack``, max-average
   PGD-7): candidate group k computes exit k alone (``model(x, upto=k, last_only=True)``: no deeper block,
-  no earlier head); the L groups run as one cascade per step on a GPU (``model.forward_cascade``: all
-  groups enter block 1, group k leaves after exit k) and one after another in lock-step on a CPU
-  (``cascade="auto"``); the attack runs on a BatchNorm-folded copy of the model (``attack_fold_bn``, on by
-  default for training); selection is a full forward per candidate group on a CPU, one pass on a GPU;
+  no earlier head); the L single attacks run one after another in lock-step; the attack runs on a
+  BatchNorm-folded copy of the model (``attack_fold_bn``, on by default for training); selection is a full
+  forward per candidate group on a CPU, one pass on a GPU;
 * ``train bf16`` - the same under bf16 autocast (``attack_amp="bfloat16"``; training attacks only);
 * ``no-fold fp32`` - ``create_attack("pgd", steps=7, objective="max-average")`` with its defaults, as
-  evaluation attacks run: the same without BatchNorm folding;
-* ``no-fold cascade`` / ``no-fold loop`` - the same with the other way of running the L single attacks than
-  ``cascade="auto"`` picks on this device (the cascade on a CPU, the lock-step loop on a GPU).
+  evaluation attacks run: the same without BatchNorm folding.
 
 Beside the measured speed-up ``naive / harness`` it prints the speed-up that fvcore's FLOP counts predict
 for computing only what each single attack needs. The FLOP model counts what each algorithm computes:
@@ -44,75 +41,27 @@ and at least ``--min-seconds`` of naive time.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from collections.abc import Callable
 from typing import Any
 
 import neokd_bench as nb
 import torch
-import torch.nn.functional as F
-from neokd_bench.attacks.base import project, random_start
+from benchlib import hardware_line, interleaved, naive_max_average, predicted
 from neokd_bench.flops import exit_flops, exit_path_flops
 from torch import nn
 
 
-def naive_max_average(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, step_size: float,
-                      steps: int, generator: torch.Generator) -> torch.Tensor:
-    """Reference: L sequential single attacks on the full network; selection by L full forward passes."""
-    L = model.num_exits
-    cands = []
-    for k in range(L):
-        adv = random_start(x, eps, generator)
-        for _ in range(steps):
-            adv.requires_grad_(True)
-            loss = F.cross_entropy(model(adv)[k], y)  # full forward, every exit computed
-            (g,) = torch.autograd.grad(loss, [adv])
-            adv = project(adv.detach() + step_size * g.sign(), x, eps)
-        cands.append(adv.detach())
-    with torch.no_grad():
-        mean_losses = torch.stack([
-            torch.stack([F.cross_entropy(o, y, reduction="none") for o in model(c)]).mean(0) for c in cands])
-    best = mean_losses.argmax(0)
-    return torch.stack(cands)[best, torch.arange(len(x))]
-
-
-def interleaved(fns: dict[str, Callable[[], object]], reps: int, min_seconds: float) -> dict[str, float]:
-    """Median time of each function; the calls are interleaved so that drift in machine load hits all."""
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for fn in fns.values():
-        fn()  # warm-up
-    while True:
-        for k, fn in fns.items():
-            t = time.perf_counter()
-            fn()
-            times[k].append(time.perf_counter() - t)
-        first = next(iter(times.values()))
-        if len(first) >= reps and sum(first) >= min_seconds:
-            return {k: statistics.median(v) for k, v in times.items()}
-
-
-def predicted(full: float, path: list[int], steps: int, beta: float) -> float:
-    L, S = len(path), sum(path)
-    naive = steps * sum(full + beta * p for p in path) + L * full
-    harness = steps * (1 + beta) * S + L * full
-    return naive / harness
-
-
 def variants(eps: float, step: float, steps: int, device: torch.device) -> dict[str, Any]:
     """name -> the attack to time (None: the naive reference). ``train`` is the training attack exactly as
-    the defenses build it (``Defense.attack``: BatchNorm folded, ``cascade="auto"``); ``no-fold`` is
-    ``create_attack("pgd")`` with its defaults (how evaluation attacks run); the last one runs the L single
-    attacks the other way than ``cascade="auto"`` picks on this device (cascade on CPU, loop on GPU)."""
+    the defenses build it (``Defense.attack``: BatchNorm folded); ``no-fold`` is
+    ``create_attack("pgd")`` with its defaults (how evaluation attacks run)."""
     def train(**kw: Any) -> Any:
         return nb.create_defense("adv", eps=eps, step_size=step, steps=steps, **kw).attack(seed=0)
 
     def plain(**kw: Any) -> Any:
         return nb.create_attack("pgd", eps=eps, step_size=step, steps=steps, objective="max-average", seed=0, **kw)
 
-    other = "loop" if device.type == "cuda" else "cascade"
-    return {"naive": None, "train fp32": train(), "train bf16": train(attack_amp="bfloat16"),
-            "no-fold fp32": plain(), f"no-fold {other}": plain(cascade="off" if other == "loop" else "on")}
+    return {"naive": None, "train fp32": train(), "train bf16": train(attack_amp="bfloat16"), "no-fold fp32": plain()}
 
 
 def bench(name: str, batch: int, reps: int, steps: int, min_seconds: float, device: torch.device
@@ -153,8 +102,7 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    print(f"torch {torch.__version__}, {where}, batch {args.batch}, PGD-{args.steps} max-average, "
+    print(f"{hardware_line(device)}, batch {args.batch}, PGD-{args.steps} max-average, "
           f"median of >= {args.reps} interleaved reps")
     rows = [(name.strip(), bench(name.strip(), args.batch, args.reps, args.steps, args.min_seconds, device))
             for name in args.models.split(",")]

@@ -33,7 +33,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--grad-clip", type=float, help="clip the global gradient norm (default: the preset's)")
     p.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present, else CPU), cpu or cuda[:N]")
-    p.add_argument("--amp", default="none", choices=["none", "bf16"], help="bf16 autocast for training")
+    p.add_argument("--amp", choices=["none", "bf16", "auto"],
+                   help="bf16 autocast for training; auto: bf16 where the device computes it natively (default: "
+                        "the preset's: auto for the GPU presets, none for smoke and cpu)")
     p.add_argument("--sync-bn", action="store_true", help="under torchrun on CUDA: BatchNorm statistics over "
                                                           "the global batch (SyncBatchNorm)")
     p.add_argument("--data-root", help="folder holding the dataset (else $NEOKD_DATA_ROOT, system, bundled)")
@@ -133,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
     from .. import presets
     from ..evaluation.options import parse_ints, parse_metrics
     from ..registry import DATASETS, DEFENSES, MODELS
-    from ..trainer import CHECKPOINT_NAME, TrainConfig, check_resume, load_checkpoint, resolve_device, train
+    from ..trainer import CHECKPOINT_NAME, check_resume, load_checkpoint, resolve_device, train
     from ..utils import check_output_dir
 
     validate_args(args)
@@ -179,13 +181,7 @@ def run(args: argparse.Namespace) -> int:
           f"pick a matching --model")
     defense.setup(dataset=args.dataset, num_exits=model.num_exits, num_classes=bundle.num_classes, seed=args.seed)
 
-    cfg = TrainConfig(
-        epochs=args.epochs or preset.epochs, batch_size=args.batch_size or preset.batch_size,
-        lr=args.lr or preset.lr, momentum=preset.momentum, weight_decay=preset.weight_decay,
-        milestones=preset.milestones, seed=args.seed, device=args.device, amp=args.amp,
-        train_limit=args.train_limit or preset.train_limit,
-        grad_clip_norm=args.grad_clip if args.grad_clip is not None else preset.grad_clip_norm,
-        sync_bn=args.sync_bn)
+    cfg = train_config(args, preset)
     meta.update(model_kwargs=model_kwargs, data_source=source, data_root=args.data_root, val_size=args.val_size,
                 defense=defense.describe())
     t = time.perf_counter()
@@ -224,6 +220,20 @@ def run(args: argparse.Namespace) -> int:
     print_anytime(result)
     print(f"result: {path}")
     return 0
+
+
+def train_config(args: argparse.Namespace, preset: Any) -> Any:
+    """The :class:`~neokd_bench.trainer.TrainConfig` of a run: the preset's values, overridden by the flags given.
+    ``run --resume`` compares its ``to_dict()`` with the checkpoint's, so a preset's dict must not change."""
+    from ..trainer import TrainConfig
+
+    return TrainConfig(
+        epochs=args.epochs or preset.epochs, batch_size=args.batch_size or preset.batch_size,
+        lr=args.lr or preset.lr, momentum=preset.momentum, weight_decay=preset.weight_decay,
+        milestones=preset.milestones, seed=args.seed, device=args.device, amp=args.amp or preset.amp,
+        train_limit=args.train_limit or preset.train_limit,
+        grad_clip_norm=args.grad_clip if args.grad_clip is not None else preset.grad_clip_norm,
+        sync_bn=bool(getattr(args, "sync_bn", False)))
 
 
 def _plots(result: dict[str, Any], out: Path) -> None:

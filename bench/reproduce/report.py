@@ -55,8 +55,11 @@ def _pct(v: float | None) -> str:
     return "n/a" if v is None else f"{100 * v:.2f}"
 
 
-def _cell(ms: dict | None) -> str:
-    return "n/a" if not ms or ms.get("mean") is None else f"{100 * ms['mean']:.2f} ± {100 * ms['std']:.2f}"
+def _cell(ms: dict | None, n: int) -> str:
+    """mean ± std over seeds; the mean alone from one seed (a std of 0.00 would claim a spread never measured)"""
+    if not ms or ms.get("mean") is None:
+        return "n/a"
+    return f"{100 * ms['mean']:.2f}" + (f" ± {100 * ms['std']:.2f}" if n >= 2 else "")
 
 
 def _measured(paths: list[Path]) -> dict[str, dict]:
@@ -105,7 +108,7 @@ def paper_table(grid: Grid, runs: Sequence[Run]) -> str:
             meas = [*(acc["per_exit"] if acc else [None] * L), acc["avg"] if acc else None]
             rep = reported.get((*where, defense)) if where else None
             rep_vals = [*(v / 100 for v in rep["top1"]["per_exit"]), rep["top1"]["avg"] / 100] if rep else None
-            lines.append(f"| {row} | measured (n={n}) | " + " | ".join(_cell(m) for m in meas) + " |")
+            lines.append(f"| {row} | measured (n={n}) | " + " | ".join(_cell(m, n) for m in meas) + " |")
             if rep_vals and len(rep_vals) == L + 1:
                 lines.append("| | reported | " + " | ".join(_pct(v) for v in rep_vals) + " |")
                 diffs = [None if not m or m.get("mean") is None else m["mean"] - v for m, v in zip(meas, rep_vals)]

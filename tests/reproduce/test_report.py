@@ -76,3 +76,16 @@ def test_a_grid_with_nothing_finished_writes_an_empty_table(tmp_path):
     assert "| | reported | 37.26 | 41.10 | 38.68 | 39.01 |" in text
     assert publish(grid, runs, tmp_path, tmp_path / "board") == [tmp_path / "TABLE.md"]
     assert not (tmp_path / "board").exists()
+
+
+def test_one_seed_claims_neither_a_spread_nor_a_tie(tmp_path):
+    grid = get_grid("table2", dataset="fashion-mnist", preset="smoke", seeds=(0,))
+    runs = plan(grid, tmp_path / "runs")
+    for r in runs:
+        r.folder.mkdir(parents=True)
+        shutil.copyfile(SMOKE / f"{r.defense}-s{r.seed}.json", r.result)
+    text = paper_table(grid, runs)
+    measured = _row(text, "b", "NEO-KD (ours)", "measured (n=1)")
+    assert measured and all("±" not in c for c in measured)  # one seed: no std of 0.00
+    vs_adv = _row(text, "b", "NEO-KD (ours)", "vs adv")
+    assert all(c.endswith("(no interval: <2 seeds or no spread) undecided") for c in vs_adv), vs_adv

@@ -58,11 +58,10 @@ def test_v1_results_stay_valid():
     from pathlib import Path
 
     files = sorted((Path(__file__).resolve().parents[2] / "leaderboard" / "results").rglob("*-s*.json"))
-    assert files
-    for f in files:
-        doc = json.loads(f.read_text())
-        assert doc["schema_version"] == "1"
-        validate_result(doc)
+    docs = [json.loads(f.read_text()) for f in files]
+    assert sum(d["schema_version"] == "1" for d in docs) >= 15  # the smoke references are schema 1
+    for doc in docs:
+        validate_result(doc)  # schema 1 and 2 side by side
 
 
 @pytest.mark.parametrize("argv, needle", [

@@ -1,6 +1,6 @@
 """One-off: record in committed result files the sha256 of the checkpoint each one evaluated.
 
-    python scripts/record_checkpoint_sha256.py leaderboard/results/fashion-mnist-smoke /work/regen/runs/reference
+    python scripts/record_checkpoint_sha256.py leaderboard/results/fashion-mnist-smoke runs/reference
 
 For ``D-sS.json`` in the results folder, the checkpoint is ``RUNS/D-<folder name>-sS/checkpoint.pt`` (the run
 folders of ``scripts/reference_results.py``). The sha256 is written to ``training.checkpoint_sha256`` (what

@@ -145,7 +145,7 @@ def profile(row: dict[str, Any], device: torch.device, top: int) -> None:
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     with prof(activities=acts) as p:
         fn()
-    key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    key = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
     print(p.key_averages().table(sort_by=key, row_limit=top, max_name_column_width=50))
 
 

@@ -164,6 +164,19 @@ def _takes_last_only(cls: type) -> bool:
         return False
 
 
+def _defining_class(cls: type, name: str) -> type | None:
+    return next((c for c in cls.__mro__ if name in c.__dict__), None)
+
+
+def cascade_is_safe(model: nn.Module) -> bool:
+    """True when ``model.forward_cascade`` exists and is defined no higher in the class hierarchy than
+    ``forward``: a subclass that overrides ``forward`` (input quantization, a wrapper) without its own
+    cascade would otherwise be attacked through a function other than its ``forward``."""
+    cls = type(model)
+    fc, fw = _defining_class(cls, "forward_cascade"), _defining_class(cls, "forward")
+    return fc is not None and fw is not None and issubclass(fc, fw)
+
+
 def exit_logits(model: nn.Module, x: torch.Tensor, k: int) -> torch.Tensor:
     """Exit ``k``'s logits, computing only what they depend on: ``model(x, upto=k, last_only=True)[0]`` (no
     block deeper than exit ``k`` and no head of an earlier exit runs) when the model's ``forward`` takes

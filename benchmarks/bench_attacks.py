@@ -14,12 +14,15 @@ training-mode pass) and inputs, it times:
   forward passes, one per candidate;
 * ``train fp32`` - the training attack exactly as the defenses build it (``Defense.attack``, max-average
   PGD-7): candidate group k computes exit k alone (``model(x, upto=k, last_only=True)``: no deeper block,
-  no earlier head); the L single attacks run one after another in lock-step; the attack runs on a
-  BatchNorm-folded copy of the model (``attack_fold_bn``, on by default for training); selection is a full
-  forward per candidate group on a CPU, one pass on a GPU;
+  no earlier head); the L groups run as one cascade per step on a GPU (``model.forward_cascade``: all
+  groups enter block 1, group k leaves after exit k) and one after another in lock-step on a CPU
+  (``cascade="auto"``); the attack runs on a BatchNorm-folded copy of the model (``attack_fold_bn``, on by
+  default for training); selection is a full forward per candidate group on a CPU, one pass on a GPU;
 * ``train bf16`` - the same under bf16 autocast (``attack_amp="bfloat16"``; training attacks only);
 * ``no-fold fp32`` - ``create_attack("pgd", steps=7, objective="max-average")`` with its defaults, as
-  evaluation attacks run: the same without BatchNorm folding.
+  evaluation attacks run: the same without BatchNorm folding;
+* ``no-fold cascade`` / ``no-fold loop`` - the same with the other way of running the L single attacks than
+  ``cascade="auto"`` picks on this device (the cascade on a CPU, the lock-step loop on a GPU).
 
 Beside the measured speed-up ``naive / harness`` it prints the speed-up that fvcore's FLOP counts predict
 for computing only what each single attack needs. The FLOP model counts what each algorithm computes:
@@ -53,15 +56,18 @@ from torch import nn
 
 def variants(eps: float, step: float, steps: int, device: torch.device) -> dict[str, Any]:
     """name -> the attack to time (None: the naive reference). ``train`` is the training attack exactly as
-    the defenses build it (``Defense.attack``: BatchNorm folded); ``no-fold`` is
-    ``create_attack("pgd")`` with its defaults (how evaluation attacks run)."""
+    the defenses build it (``Defense.attack``: BatchNorm folded, ``cascade="auto"``); ``no-fold`` is
+    ``create_attack("pgd")`` with its defaults (how evaluation attacks run); the last one runs the L single
+    attacks the other way than ``cascade="auto"`` picks on this device (cascade on CPU, loop on GPU)."""
     def train(**kw: Any) -> Any:
         return nb.create_defense("adv", eps=eps, step_size=step, steps=steps, **kw).attack(seed=0)
 
     def plain(**kw: Any) -> Any:
         return nb.create_attack("pgd", eps=eps, step_size=step, steps=steps, objective="max-average", seed=0, **kw)
 
-    return {"naive": None, "train fp32": train(), "train bf16": train(attack_amp="bfloat16"), "no-fold fp32": plain()}
+    other = "loop" if device.type == "cuda" else "cascade"
+    return {"naive": None, "train fp32": train(), "train bf16": train(attack_amp="bfloat16"),
+            "no-fold fp32": plain(), f"no-fold {other}": plain(cascade="off" if other == "loop" else "on")}
 
 
 def bench(name: str, batch: int, reps: int, steps: int, min_seconds: float, device: torch.device

@@ -84,3 +84,26 @@ def test_exit_path_skips_earlier_heads(counts, name: str) -> None:
     assert all(b > a for a, b in zip(path, path[1:]))
 
 
+class _Cascade(torch.nn.Module):
+    def __init__(self, model) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(self.model.forward_cascade(list(x.split(1))))
+
+
+@pytest.mark.parametrize("name", ["smallcnn", "msdnet_cifar10"])
+def test_cascade_costs_the_sum_of_the_exit_paths(name: str) -> None:
+    """One sample per group through ``forward_cascade`` costs exactly what the L separate single-exit passes
+    cost: sharing the batch adds no work (the cascade only saves launches)."""
+    from fvcore.nn import FlopCountAnalysis
+    from neokd_bench.flops import _quiet
+
+    model = nb.create_model(name).eval()
+    with _quiet(), torch.no_grad():
+        fca = FlopCountAnalysis(_Cascade(model), torch.rand(model.num_exits, *model.input_size))
+        fca.unsupported_ops_warnings(False)
+        fca.uncalled_modules_warnings(False)
+        total = int(fca.total())
+    assert total == sum(exit_path_flops(model))

@@ -278,6 +278,13 @@ class MSDNet(MultiExitModel):
         self.heads = nn.ModuleList(heads)
         self.exit_units = exit_units
         self._plans = [self._plan(k) for k in range(cfg.num_exits)]
+        # for the cascade: per unit, per output scale, the shallowest exit whose plan computes it (the plans
+        # are nested: plan k+1 computes at every unit at least what plan k does)
+        self._first_exit: list[dict[int, int]] = [{} for _ in units]
+        for k, plan in enumerate(self._plans):
+            for i, need in enumerate(plan):
+                for s in need:
+                    self._first_exit[i].setdefault(s, k)
         self._init_weights()
 
     def _plan(self, upto: int) -> list[frozenset[int]]:
@@ -312,6 +319,53 @@ class MSDNet(MultiExitModel):
 
     def forward_last(self, x: torch.Tensor, k: int) -> torch.Tensor:
         return self._run(x, k, last_only=True)[0]
+
+    cascades = True
+
+    def forward_cascade(self, xs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """One batched pass for groups ``xs[0..G-1]``, group ``k`` for exit ``k`` alone. Groups are stacked in
+        exit order; a feature map at unit ``i``, scale ``s`` holds the rows of the groups ``k >= f``, ``f`` the
+        shallowest exit whose plan needs it, so each unit runs once on a contiguous tail of the batch and
+        group ``k`` gets exactly the scales of its own plan (the cost of ``upto=k`` without earlier heads).
+        After exit ``k``'s unit, group ``k``'s rows go to head ``k`` and no deeper unit reads them."""
+        G = self.check_groups(xs)
+        sizes = [len(x) for x in xs]
+        start = [sum(sizes[:k]) for k in range(G)]
+        h = self.normalize(torch.cat(list(xs)))
+        S = self.config.num_scales
+        feats: list[tuple[torch.Tensor, int] | None] = [None] * S  # per scale: (rows of groups >= f, f)
+
+        def tail(scale: int, g: int) -> torch.Tensor:
+            t, f = feats[scale]  # type: ignore[misc]
+            return t[start[g] - start[f]:]
+
+        outs: list[torch.Tensor] = []
+        for i, unit in enumerate(self.units[: self.exit_units[G - 1] + 1]):
+            first = {s: k for s, k in self._first_exit[i].items() if k < G}
+            new: list[tuple[torch.Tensor, int] | None] = [None] * S
+            if unit.kind == "stem":  # each scale feeds the next: scale s runs for every group needing any s' >= s
+                prev, prev_first = h, 0
+                for s, conv in enumerate(unit.scales):
+                    f = min((k for s2, k in first.items() if s2 >= s), default=None)
+                    if f is None:
+                        break
+                    prev = conv(prev[start[f] - start[prev_first]:])
+                    prev_first = f
+                    new[s] = (prev, f)
+            else:
+                for s, f in sorted(first.items()):
+                    if unit.kind == "layer":
+                        fine = tail(s - 1, f) if s > unit.in_from else None
+                        out = unit.scales[str(s)](fine, tail(s, f))
+                    else:  # transition
+                        out = unit.scales[str(s)](tail(s, f))
+                    new[s] = (out, f)
+            feats = new
+            for k in range(G):
+                if self.exit_units[k] == i:
+                    rows = tail(S - 1, k)[: sizes[k]]
+                    outs.append(self.heads[k](rows))
+        return outs
 
     def _run(self, x: torch.Tensor, upto: int, last_only: bool) -> list[torch.Tensor]:
         # the plan of ``upto`` is also exactly what exit ``upto`` alone needs: the heads of earlier exits

@@ -55,6 +55,12 @@ class SmallCNN(MultiExitModel):
     def forward_last(self, x: torch.Tensor, k: int) -> torch.Tensor:
         return self._run(x, k, last_only=True)[0]
 
+    cascades = True
+
+    def forward_cascade(self, xs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        blocks, heads = (self.block1, self.block2, self.block3), (self.exit1, self.exit2, self.exit3)
+        return self.sequential_cascade(xs, lambda k, h: blocks[k](h), lambda k, h: heads[k](h))
+
     def _run(self, x: torch.Tensor, upto: int, last_only: bool) -> list[torch.Tensor]:
         heads = (self.exit1, self.exit2)
         outs = []

@@ -98,6 +98,25 @@ class TimmExits(MultiExitModel):
     def forward_last(self, x: torch.Tensor, k: int) -> torch.Tensor:
         return self._run(x, k, last_only=True)[0]
 
+    @property
+    def cascades(self) -> bool:  # type: ignore[override]
+        return not self._concat  # concatenated multi-tensor stages are not sliced by rows here
+
+    def forward_cascade(self, xs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        if self._concat:
+            return super().forward_cascade(xs)
+
+        def block(k: int, h: torch.Tensor) -> torch.Tensor:
+            first = self._tap_pos[k - 1] + 1 if k else 0
+            for name in self._names[first: self._tap_pos[k] + 1]:
+                h = self.body[name](h)
+            return h
+
+        def head(k: int, h: torch.Tensor) -> torch.Tensor:
+            return self.heads[k](h[0] if isinstance(h, (tuple, list)) else h)
+
+        return self.sequential_cascade(xs, block, head)
+
     def _run(self, x: torch.Tensor, upto: int, last_only: bool) -> list[torch.Tensor]:
         outs: list[torch.Tensor] = []
         k = 0

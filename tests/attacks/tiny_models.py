@@ -39,6 +39,11 @@ class TinyExits(MultiExitModel):
             x = block(x)
         return self.heads[k](x)
 
+    cascades = True
+
+    def forward_cascade(self, xs: list[torch.Tensor]) -> list[torch.Tensor]:
+        return self.sequential_cascade(xs, lambda k, h: self.blocks[k](h), lambda k, h: self.heads[k](h))
+
 
 def make_model(num_exits: int = 3, seed: int = 0, num_classes: int = 10) -> TinyExits:
     torch.manual_seed(seed)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 
 import neokd_bench as nb
@@ -45,7 +46,7 @@ def test_every_builtin_is_registered_and_declares_the_fast_paths(built) -> None:
         assert name in MODEL_NAMES
     for name in ("smallcnn", "msdnet_cifar10"):
         model = get(built, name)
-        assert declares_forward_last(model), f"{name} lost its fast path"
+        assert declares_forward_last(model) and model.cascades, f"{name} lost its fast paths"
 
 
 def test_a_model_with_only_forward_exits_is_covered(built) -> None:
@@ -53,7 +54,7 @@ def test_a_model_with_only_forward_exits_is_covered(built) -> None:
     only ``forward_exits``, as the README allows; every contract test here runs on it."""
     assert "exits-only-mlp" in MODEL_NAMES
     model = get(built, "exits-only-mlp")
-    assert not declares_forward_last(model)
+    assert not declares_forward_last(model) and not model.cascades
 
 
 @pytest.mark.parametrize("name", MODEL_NAMES)
@@ -96,6 +97,31 @@ def test_last_only_runs_no_earlier_head(built, name: str) -> None:
         assert ran <= upto
         if k > 0:  # the earlier heads own weights that exit k alone must not touch
             assert ran < upto, f"last_only at exit {k} ran every module of upto={k}"
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_cascade_is_the_separate_passes_in_one(built, name: str) -> None:
+    """``forward_cascade`` (all groups enter block 1 together, group k leaves after exit k) gives each group
+    exit k's logits and input gradient as its own ``last_only`` pass does, for every group count. In float64:
+    in float32 a max-pool tie can send a gradient to another pixel of the window after a rounding change.
+    A model without its own batched cascade (``cascades = False``) gets the base class's one-pass-per-group
+    cascade, which must satisfy the same contract."""
+    model = copy.deepcopy(get(built, name)).eval().double()
+    torch.manual_seed(3)
+    xs = [torch.rand(1 + k % 2, *model.input_size, dtype=torch.float64) for k in range(model.num_exits)]
+    for groups in range(1, model.num_exits + 1):
+        ins = [x.clone().requires_grad_(True) for x in xs[:groups]]
+        outs = model.forward_cascade(ins)
+        assert len(outs) == groups
+        grads = torch.autograd.grad(sum(o.square().sum() for o in outs), ins)
+        for k, (x, o, g) in enumerate(zip(xs, outs, grads)):
+            xr = x.clone().requires_grad_(True)
+            (ref,) = model(xr, upto=k, last_only=True)
+            (gr,) = torch.autograd.grad(ref.square().sum(), [xr])
+            torch.testing.assert_close(o, ref, rtol=1e-9, atol=1e-9 * float(ref.detach().abs().max()))
+            torch.testing.assert_close(g, gr, rtol=1e-9, atol=1e-9 * float(gr.abs().max()))
+    with pytest.raises(UsageError):
+        model.forward_cascade(xs + xs[:1])
 
 
 @pytest.mark.parametrize("name", MODEL_NAMES)

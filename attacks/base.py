@@ -21,7 +21,9 @@ and called as ``attack(model, x, y) -> x_adv``. The base owns everything that is
   ``nn.Sequential`` is one convolution (:func:`fold_batchnorm`). The function attacked is the same; the
   float rounding is not, so an ``x_adv`` can differ from the unfolded attack's where a gradient
   component is near zero. It saves the BatchNorm passes (about 20% of a PGD step on the 7-exit MSDNet
-  on CPU; ``benchmarks/bench_attacks.py``). Meant for training attacks;
+  on CPU; ``benchmarks/bench_attacks.py``). Meant for training attacks. On a GPU it costs instead (the copy
+  per call outweighs the saved passes: 0.83x on the 7-exit MSDNet on an NVIDIA H200), so ``fold_bn="cpu"``
+  folds only inputs on a CPU, which is what training attacks use;
 * seeding (config field ``seed``; :class:`AttackRNG`): the global RNG is never touched and the same seed
   gives the same ``x_adv``; ``seed=None`` draws a fresh seed. A caller that attacks a data set batch by
   batch passes the samples' indices, ``attack(model, x, y, index=idx)``: the random start of sample ``i`` then
@@ -418,7 +420,8 @@ class AttackConfig:
     objective: str = "max-average"
     seed: int | None = None
     mode: str = "eval"
-    fold_bn: bool = False  # eval mode only: attack a copy with Conv2d+BatchNorm2d folded (fold_batchnorm)
+    fold_bn: bool | str = False  # eval mode only: attack a copy with Conv2d+BatchNorm2d folded (fold_batchnorm);
+                                 # "cpu": fold when the input is on a CPU only
     select_batch: int = 0  # max-average selection: samples per forward pass; 0 = automatic (see
                            # select_max_average: all candidates at once on a GPU, one group at a time on CPU)
     not_fooled: str = "best"  # samples not fooled at every attacked exit: "best" iterate or "clean" x (App. H)
@@ -434,8 +437,9 @@ class AttackConfig:
             _fail("seed", self.seed, "give an integer, e.g. seed=0, or seed=None for a fresh one")
         if self.mode not in MODES:
             _fail("mode", self.mode, "use mode='eval' (default) or mode='train'")
-        if not isinstance(self.fold_bn, bool):
-            _fail("fold_bn", self.fold_bn, "use fold_bn=False (default) or fold_bn=True")
+        if not isinstance(self.fold_bn, bool) and self.fold_bn != "cpu":
+            _fail("fold_bn", self.fold_bn, "use fold_bn=False (default), fold_bn=True or fold_bn='cpu' (fold on a "
+                  "CPU only)")
         if self.fold_bn and self.mode != "eval":
             _fail("fold_bn", self.fold_bn,
                   "BatchNorm can only be folded in eval mode; use fold_bn=False with mode='train'")
@@ -495,7 +499,7 @@ class Attack:
         rng = AttackRNG(self.config.seed, x.device, sample_keys(index, len(x), x.device))
         x, y = x.detach(), y.detach()
         with model_mode(model, self.config.mode), torch.enable_grad():
-            model = self._target(model)
+            model = self._target(model, x)
             if self.objective.kind == "max-average":
                 x_adv = self.max_average(model, x, y, rng)
             else:
@@ -512,11 +516,13 @@ class Attack:
         self.check_inputs(model, x, y)
         rng = AttackRNG(self.config.seed, x.device, sample_keys(index, len(x), x.device))
         with model_mode(model, self.config.mode), torch.enable_grad():
-            return self._candidates(self._target(model), x.detach(), y.detach(), rng).detach()
+            return self._candidates(self._target(model, x), x.detach(), y.detach(), rng).detach()
 
-    def _target(self, model: nn.Module) -> nn.Module:
-        """The module the attack differentiates: ``model``, or its BatchNorm-folded copy with ``fold_bn``."""
-        return fold_batchnorm(model) if self.config.fold_bn else model
+    def _target(self, model: nn.Module, x: torch.Tensor) -> nn.Module:
+        """The module the attack differentiates: ``model``, or its BatchNorm-folded copy with ``fold_bn``
+        (``fold_bn="cpu"``: only when ``x`` is on a CPU)."""
+        fold = self.config.fold_bn is True or (self.config.fold_bn == "cpu" and x.device.type == "cpu")
+        return fold_batchnorm(model) if fold else model
 
     def describe(self) -> dict[str, Any]:
         """Fully resolved config, JSON-ready, for result files."""

@@ -17,7 +17,8 @@ calls interleaved, median after one warm-up:
 * ``fp32`` / ``bf16`` - ``defense.training_step`` exactly as the trainer runs it (channels_last on a CPU,
   ``neokd_bench.trainer.memory_format``), without or with bf16 autocast over the whole step (fp32 master
   weights);
-* optional variants (``--variants``): ``+nchw`` the contiguous layout instead (the naive step's),
+* optional variants (``--variants``): ``+nchw`` the contiguous layout instead (the naive step's), ``+cl``
+  channels_last (the CPU default; on a GPU the model's own layout is the default),
   ``+compile`` the model compiled with ``torch.compile`` (attack without BatchNorm folding, which would copy,
   and so recompile, the model every step), e.g. ``--variants naive,fp32,fp32+nchw,fp32+compile``.
 
@@ -57,7 +58,8 @@ DATASET = {"smallcnn": "mnist", "msdnet_cifar10": "cifar10", "msdnet_cifar100": 
 def step_fn(model: nn.Module, defense: Any, x: torch.Tensor, y: torch.Tensor, variant: str,
             gen: torch.Generator) -> Callable[[], None]:
     """One training step of ``variant`` on its own copy of the model and its own optimizer."""
-    layout = torch.contiguous_format if variant == "naive" or "+nchw" in variant else memory_format(x.device)
+    layout = (torch.contiguous_format if variant == "naive" or "+nchw" in variant
+              else torch.channels_last if "+cl" in variant else memory_format(x.device))
     model = copy.deepcopy(model).to(memory_format=layout)
     x = x.contiguous(memory_format=layout)
     if "+compile" in variant:
@@ -154,8 +156,8 @@ def main() -> None:
     p.add_argument("--models", default="smallcnn,msdnet_cifar10,msdnet_cifar100")
     p.add_argument("--defenses", default="neokd,adv")
     p.add_argument("--variants", default="naive,fp32,bf16",
-                   help="naive, fp32, bf16; fp32 and bf16 optionally with +nchw (contiguous layout) and +compile "
-                        "(torch.compile)")
+                   help="naive, fp32, bf16; fp32 and bf16 optionally with +nchw (contiguous layout), +cl "
+                        "(channels_last) and +compile (torch.compile)")
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--min-seconds", type=float, default=5.0, help="at least this much naive time per row")
@@ -176,8 +178,9 @@ def main() -> None:
         p.error("--variants must start with naive (the reference the speed-ups are over)")
     for v in variants[1:]:
         base, *mods = v.split("+")
-        if base not in ("fp32", "bf16") or not set(mods) <= {"nchw", "compile"}:
-            p.error(f"--variants: {v!r} is not a variant; use naive, fp32 or bf16, optionally with +nchw, +compile")
+        if base not in ("fp32", "bf16") or not set(mods) <= {"nchw", "cl", "compile"}:
+            p.error(f"--variants: {v!r} is not a variant; use naive, fp32 or bf16, optionally with +nchw, +cl, "
+                    "+compile")
     print(f"{hardware_line(device)}, batch {args.batch}, PGD-{args.steps} max-average training step, "
           f"median of >= {args.reps} interleaved reps, {args.clock} clock")
     peak = {k: peak_macs(dt, device, clock=args.clock) for k, dt in (("fp32", torch.float32), ("bf16", torch.bfloat16))}

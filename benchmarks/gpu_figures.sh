@@ -12,7 +12,9 @@
 # Usage, from the repository root on a machine with a GPU:
 #     OUT=gpu-figures OLD=/tmp/old bash benchmarks/gpu_figures.sh
 # Env: OUT (default gpu-figures), PYTHON (python3), DEVICE (cuda), QUICK=1 (a seconds-long dry run on any
-# device: tiny data, one rep), WHEELS (a folder of wheels to install first, for a machine without a registry).
+# device: tiny data, one rep), WHEELS (a folder of wheels to install first, for a machine without a registry),
+# AMPS (the --amp values of the NEO-KD epochs, default "auto"), STEP_ARGS (bench_train_step.py's arguments),
+# ADV=0 (no adv epoch).
 set -u
 OUT=${OUT:-gpu-figures}
 PY=$(command -v "${PYTHON:-python3}") || { echo "no python: ${PYTHON:-python3}"; exit 1; }
@@ -34,12 +36,12 @@ nvidia-smi -L 2>/dev/null | tee "$OUT/machine.txt"
 "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)" | tee -a "$OUT/machine.txt"
 
 if [ "$QUICK" = 1 ]; then
-    N_TRAIN=600; EPOCH_ARGS="--train-limit 128 --batch-size 64 --val-size 100 --amp none"
+    N_TRAIN=600; EPOCH_ARGS="--train-limit 128 --batch-size 64 --val-size 100"
     STEP_ARGS="--models smallcnn --defenses neokd --reps 1 --min-seconds 0 --threads 2 --no-warmup"
     CASCADE_ARGS="--models smallcnn --reps 1 --min-seconds 0 --threads 2"
 else
     N_TRAIN=10000; EPOCH_ARGS=""
-    STEP_ARGS="--reps 3 --min-seconds 2 --profile --top 15"
+    STEP_ARGS=${STEP_ARGS:-"--reps 3 --min-seconds 2 --profile --top 15"}
     CASCADE_ARGS="--models smallcnn,msdnet_cifar10,msdnet_cifar100 --reps 3 --min-seconds 2"
 fi
 
@@ -57,14 +59,14 @@ for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
 print("wrote", 6 * n, "random images in", root)
 EOF
 RUN="import sys; from neokd_bench.cli import main; sys.exit(main())"
-epoch() {  # defense, time limit (s)
+epoch() {  # defense, time limit (s), --amp
     local defense=$1 start end
     start=$(date +%s.%N)
     # shellcheck disable=SC2086
     timeout "$2" "$PY" -c "$RUN" run --defense "$defense" --dataset cifar10 --preset paper --epochs 1 --no-eval \
-        --data-root "$WORK/cifar" --device "$DEVICE" --out "$WORK/run-$defense" --quiet $EPOCH_ARGS
+        --data-root "$WORK/cifar" --device "$DEVICE" --out "$WORK/run-$defense-$3" --amp "$3" --quiet $EPOCH_ARGS
     end=$(date +%s.%N)
-    "$PY" - "$WORK/run-$defense/checkpoint.pt" "$start" "$end" "$defense" "$DEVICE" <<'EOF' | tee -a "$OUT/epoch.txt"
+    "$PY" - "$WORK/run-$defense-$3/checkpoint.pt" "$start" "$end" "$defense" "$DEVICE" <<'EOF' | tee -a "$OUT/epoch.txt"
 import sys, torch
 from neokd_bench.precision import resolve_amp
 c = torch.load(sys.argv[1], map_location="cpu", weights_only=True)
@@ -75,7 +77,7 @@ print(f"{sys.argv[4]}: model {c['model_name']}, batch {cfg['batch_size']}, amp {
       f"whole command {wall:.1f} s; 150 epochs = {150 * h['wall_s'] / 3600:.2f} GPU-hours (target 1)")
 EOF
 }
-epoch neokd 200
+for amp in ${AMPS:-auto}; do epoch neokd 200 "$amp"; done
 
 echo "== 2. bench_train_step.py"
 # shellcheck disable=SC2086
@@ -91,5 +93,5 @@ else
 fi
 
 echo "== 4. one adv epoch, the same preset (for comparison)"
-epoch adv 50
+[ "${ADV:-1}" = 1 ] && epoch adv 50 auto
 rm -rf "$WORK"

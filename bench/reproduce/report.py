@@ -80,7 +80,10 @@ def paper_table(grid: Grid, runs: Sequence[Run]) -> str:
              f"Measured here: dataset `{grid.dataset}`, preset `{grid.preset}`, trained with the {grid.train_attack} "
              f"attack; top-1 accuracy (%) as mean ± std over training seeds (n = seeds finished). `reported` is "
              f"the paper's number; `difference` is measured minus reported; `vs adv` is the mean difference "
-             f"against `adv` over seeds with its 95% Welch interval (tie: the interval straddles zero).", ""]
+             f"against `adv` over seeds with its 95% Welch interval (tie: the interval straddles zero); `NEO-KD vs "
+             f"this` is NEO-KD minus the row, the same way (on the ablation rows NKD and EOKD: what the component "
+             f"the row lacks adds, the question of the paper's Table 6).",
+             ""]
     paper_ds = {e["dataset"] for key, e in reported.items() if (key[0], key[1]) in grid.reported}
     if paper_ds and paper_ds != {grid.dataset}:
         lines += [f"The reported numbers are the paper's on {', '.join(sorted(paper_ds))}, not on "
@@ -121,6 +124,14 @@ def paper_table(grid: Grid, runs: Sequence[Run]) -> str:
                     b = metric_values(base["_runs"], metric, k)
                     cells.append(diff_text(welch_diff(a, b)) if a and b else "n/a")
                 lines.append("| | vs adv | " + " | ".join(cells) + " |")
+            full = entries.get("neokd")
+            if full is not None and defense not in ("adv", "neokd") and acc and metric in full["accuracy"]:
+                cells = []  # what NEO-KD's other component adds to this one (Table 6's question)
+                for k in [*range(L), None]:
+                    a = metric_values(full["_runs"], metric, k)
+                    b = metric_values(e["_runs"], metric, k)
+                    cells.append(diff_text(welch_diff(a, b)) if a and b else "n/a")
+                lines.append("| | NEO-KD vs this | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
 

@@ -13,6 +13,7 @@ from neokd_bench.reproduce.grids import get_grid, plan
 from neokd_bench.reproduce.report import paper_table, publish
 
 SMOKE = Path(__file__).resolve().parents[2] / "leaderboard" / "results" / "fashion-mnist-smoke"
+CPU = SMOKE.parent / "fashion-mnist-cpu"
 
 
 @pytest.fixture
@@ -89,3 +90,37 @@ def test_one_seed_claims_neither_a_spread_nor_a_tie(tmp_path):
     assert measured and all("±" not in c for c in measured)  # one seed: no std of 0.00
     vs_adv = _row(text, "b", "NEO-KD (ours)", "vs adv")
     assert all(c.endswith("(no interval: <2 seeds or no spread) undecided") for c in vs_adv), vs_adv
+
+
+def test_ablation_rows_say_what_the_missing_component_adds(tmp_path):
+    """Table 6's question: on the committed CPU grid, the NKD and EOKD rows carry NEO-KD minus the row, with a
+    Welch interval computed here from the per-seed averages of the result files."""
+    from scipy import stats
+
+    grid = get_grid("cpu")
+    runs = plan(grid, tmp_path / "runs")
+    for r in runs:
+        r.folder.mkdir(parents=True)
+        src = CPU / f"{r.defense}-s{r.seed}.json"
+        if src.is_file():
+            shutil.copyfile(src, r.result)
+    text = paper_table(grid, runs)
+
+    def avg(defense: str) -> list[float]:
+        out = []
+        for f in sorted(CPU.glob(f"{defense}-s*.json")):
+            top1 = json.loads(f.read_text())["evaluation"]["anytime"]["adversarial"]["pgd:max-average"]["top1"]
+            out.append(sum(top1["mean"]) / len(top1["mean"]))
+        return out
+
+    for defense, label in (("nkd", "NKD"), ("eokd", "EOKD")):
+        a, b = avg("neokd"), avg(defense)
+        va, vb = stats.tvar(a) / len(a), stats.tvar(b) / len(b)
+        df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
+        diff = sum(a) / len(a) - sum(b) / len(b)
+        half = stats.t.ppf(0.975, df) * (va + vb) ** 0.5
+        cell = _row(text, "a", label, "NEO-KD vs this")[-1]
+        assert cell.startswith(f"{100 * diff:+.2f} [{100 * (diff - half):+.2f}, {100 * (diff + half):+.2f}]"), cell
+    for label in ("Adv. w/o Distill [12]", "NEO-KD (ours)"):  # nothing to compare with itself
+        section = text.split(f"| {label} |")[1].split("\n| NKD |" if label.startswith("Adv") else "\n## ")[0]
+        assert "NEO-KD vs this" not in section

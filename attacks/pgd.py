@@ -46,6 +46,7 @@ from torch import nn
 
 from .base import (
     AMP_DTYPES,
+    MICRO_BATCH_CPU,
     Attack,
     AttackConfig,
     AttackRNG,
@@ -78,6 +79,7 @@ class PGDConfig(AttackConfig):
     amp_dtype: str | None = None
     batched: bool = True
     cascade: str = "auto"
+    micro_batch: int = 0  # samples per attack pass in eval mode; 0: automatic (MICRO_BATCH_CPU on a CPU, all on a GPU)
 
     def validate(self) -> None:
         super().validate()
@@ -89,6 +91,10 @@ class PGDConfig(AttackConfig):
             _fail("start", self.start, "use start='uniform' (in the eps-ball) or start='trades' (x + 0.001 N(0, 1))")
         if not isinstance(self.batched, bool):
             _fail("batched", self.batched, "use batched=True or batched=False")
+        check_positive_int("micro_batch", self.micro_batch, 0, "micro_batch=0 (automatic) or micro_batch=64")
+        if self.micro_batch and self.mode != "eval":
+            _fail("micro_batch", self.micro_batch, "in train mode BatchNorm pools the batch, so it cannot be split; "
+                  "use micro_batch=0 with mode='train'")
         if self.cascade not in CASCADE:
             _fail("cascade", self.cascade, "use cascade='auto' (GPU only), 'on' or 'off'")
         if self.cascade == "on" and (self.mode != "eval" or not self.batched):
@@ -114,19 +120,33 @@ class PGD(Attack):
     def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, objective: Objective,
             rng: AttackRNG) -> torch.Tensor:
         start = self._start(x, rng)
-        return self._lockstep(model, x, y, [start], [objective])[0]
+        return torch.cat([self._lockstep(model, x[s], y[s], [start[s]], [objective])[0]
+                          for s in self._slices(x)])
 
     def _candidates(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, rng: AttackRNG) -> torch.Tensor:
         L = num_exits(model)
-        starts = [self._start(x, rng) for _ in range(L)]  # drawn first: same in both forms
+        starts = [self._start(x, rng) for _ in range(L)]  # drawn first: same in both forms, and in any slicing
         objectives = [Objective("exit", k) for k in range(L)]
-        if self.config.batched and self._use_cascade(model, x):
-            advs = self._cascade(model, x, y, starts)
-        elif self.config.batched:
-            advs = self._lockstep(model, x, y, starts, objectives)
-        else:
-            advs = [self._lockstep(model, x, y, [s], [o])[0] for s, o in zip(starts, objectives)]
-        return torch.stack(advs)
+        cascade = self.config.batched and self._use_cascade(model, x)
+        parts = []
+        for s in self._slices(x):
+            xs, ys, st = x[s], y[s], [a[s] for a in starts]
+            if cascade:
+                advs = self._cascade(model, xs, ys, st)
+            elif self.config.batched:
+                advs = self._lockstep(model, xs, ys, st, objectives)
+            else:
+                advs = [self._lockstep(model, xs, ys, [a], [o])[0] for a, o in zip(st, objectives)]
+            parts.append(torch.stack(advs))
+        return torch.cat(parts, dim=1)
+
+    def _slices(self, x: torch.Tensor) -> list[slice]:
+        """The batch in slices of ``micro_batch`` samples (automatic: ``MICRO_BATCH_CPU`` for an eval-mode
+        attack on a CPU, the whole batch elsewhere)."""
+        cfg, n = self.config, len(x)
+        size = cfg.micro_batch or (MICRO_BATCH_CPU if cfg.mode == "eval" and x.device.type == "cpu" else n)
+        size = max(1, min(size, n))
+        return [slice(i, i + size) for i in range(0, n, size)] or [slice(0, 0)]
 
     # -----------------------------------------------------------------------------------------
     def _start(self, x: torch.Tensor, rng: AttackRNG) -> torch.Tensor:

@@ -22,7 +22,9 @@ training-mode pass) and inputs, it times:
 * ``no-fold fp32`` - ``create_attack("pgd", steps=7, objective="max-average")`` with its defaults, as
   evaluation attacks run: the same without BatchNorm folding;
 * ``no-fold cascade`` / ``no-fold loop`` - the same with the other way of running the L single attacks than
-  ``cascade="auto"`` picks on this device (the cascade on a CPU, the lock-step loop on a GPU).
+  ``cascade="auto"`` picks on this device (the cascade on a CPU, the lock-step loop on a GPU);
+* ``train 1-pass`` (CPU only) - the training attack over the whole batch in each pass, instead of the
+  automatic slices of ``MICRO_BATCH_CPU`` samples (``micro_batch`` and ``select_batch`` set to the batch).
 
 Beside the measured speed-up ``naive / harness`` it prints the speed-up that fvcore's FLOP counts predict
 for computing only what each single attack needs. The FLOP model counts what each algorithm computes:
@@ -54,11 +56,13 @@ from neokd_bench.flops import exit_flops, exit_path_flops
 from torch import nn
 
 
-def variants(eps: float, step: float, steps: int, device: torch.device) -> dict[str, Any]:
+def variants(eps: float, step: float, steps: int, device: torch.device, batch: int) -> dict[str, Any]:
     """name -> the attack to time (None: the naive reference). ``train`` is the training attack exactly as
     the defenses build it (``Defense.attack``: BatchNorm folded, ``cascade="auto"``); ``no-fold`` is
     ``create_attack("pgd")`` with its defaults (how evaluation attacks run); the last one runs the L single
-    attacks the other way than ``cascade="auto"`` picks on this device (cascade on CPU, loop on GPU)."""
+    attacks the other way than ``cascade="auto"`` picks on this device (cascade on CPU, loop on GPU); on a
+    CPU, ``train 1-pass`` is the training attack over the whole batch at once instead of the automatic slices
+    of ``MICRO_BATCH_CPU`` samples (attack passes and selection)."""
     def train(**kw: Any) -> Any:
         return nb.create_defense("adv", eps=eps, step_size=step, steps=steps, **kw).attack(seed=0)
 
@@ -66,8 +70,12 @@ def variants(eps: float, step: float, steps: int, device: torch.device) -> dict[
         return nb.create_attack("pgd", eps=eps, step_size=step, steps=steps, objective="max-average", seed=0, **kw)
 
     other = "loop" if device.type == "cuda" else "cascade"
-    return {"naive": None, "train fp32": train(), "train bf16": train(attack_amp="bfloat16"),
-            "no-fold fp32": plain(), f"no-fold {other}": plain(cascade="off" if other == "loop" else "on")}
+    out = {"naive": None, "train fp32": train(), "train bf16": train(attack_amp="bfloat16"),
+           "no-fold fp32": plain(), f"no-fold {other}": plain(cascade="off" if other == "loop" else "on")}
+    if device.type == "cpu":
+        options = nb.create_defense("adv", eps=eps, step_size=step, steps=steps).attack_options(seed=0)
+        out["train 1-pass"] = nb.create_attack("pgd", **options, micro_batch=batch, select_batch=batch)
+    return out
 
 
 def bench(name: str, batch: int, reps: int, steps: int, min_seconds: float, device: torch.device
@@ -85,7 +93,7 @@ def bench(name: str, batch: int, reps: int, steps: int, min_seconds: float, devi
     full, path = exit_flops(model)[-1], exit_path_flops(model)
     gen = torch.Generator(device=device).manual_seed(0)
     fns: dict[str, Callable[[], object]] = {}
-    for variant, attack in variants(eps, step, steps, device).items():
+    for variant, attack in variants(eps, step, steps, device, batch).items():
         if attack is None:
             fns[variant] = lambda: naive_max_average(model, x, y, eps=eps, step_size=step, steps=steps, generator=gen)
         else:

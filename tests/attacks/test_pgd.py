@@ -283,3 +283,45 @@ def test_trades_start_is_a_small_gaussian() -> None:
     assert 0.0008 < float(delta.std()) < 0.0012 and abs(float(delta.mean())) < 1e-4
     with pytest.raises(UsageError, match="start"):
         nb.create_attack("pgd", start="gaussian")
+
+
+@pytest.mark.parametrize("objective", ["max-average", "average", "exit:1"])
+def test_micro_batches_give_the_whole_batch_attack(objective: str) -> None:
+    """Eval-mode PGD in slices of ``micro_batch`` samples is the whole-batch attack: bit for bit when the
+    slices divide the batch by a power of two (the batch-mean loss only rescales each sample's gradient, whose
+    sign is the step), up to float rounding otherwise."""
+    model = make_model(3)
+    x, y = make_batch(model, 128)
+    kw = dict(eps=0.06, step_size=0.01, steps=4, objective=objective, seed=3, select_batch=384)
+    whole = nb.create_attack("pgd", micro_batch=128, **kw)(model, x, y)
+    assert torch.equal(nb.create_attack("pgd", micro_batch=32, **kw)(model, x, y), whole)
+    assert torch.equal(nb.create_attack("pgd", **kw)(model, x, y), whole)  # automatic: 64 on a CPU
+    odd = nb.create_attack("pgd", micro_batch=48, **kw)(model, x, y)  # slices of 48, 48, 32
+    assert float((odd - whole).abs().gt(1e-4).float().mean()) < 0.01
+
+
+def test_micro_batch_slices_eval_mode_on_a_cpu_only() -> None:
+    x = torch.rand(130, 1, 4, 4)
+    sizes = lambda atk: [len(x[s]) for s in atk._slices(x)]  # noqa: E731
+    assert sizes(nb.create_attack("pgd")) == [64, 64, 2]  # eval mode on a CPU: MICRO_BATCH_CPU
+    assert sizes(nb.create_attack("pgd", mode="train")) == [130]  # batch statistics: never split
+    assert sizes(nb.create_attack("pgd", micro_batch=100)) == [100, 30]
+    assert sizes(nb.create_attack("pgd", micro_batch=500)) == [130]
+    with pytest.raises(UsageError, match="micro_batch"):
+        nb.create_attack("pgd", micro_batch=32, mode="train")
+    with pytest.raises(UsageError, match="micro_batch"):
+        nb.create_attack("pgd", micro_batch=-1)
+
+
+def test_selection_on_a_cpu_runs_passes_of_at_most_64() -> None:
+    model = make_model(3)
+    x, y = make_batch(model, 100)
+    cands = torch.stack([x, torch.clamp(x + 0.05, 0, 1), torch.clamp(x - 0.05, 0, 1)])
+    calls: list[int] = []
+    h = model.register_forward_hook(lambda m, i, o: calls.append(len(i[0])))
+    _, idx, losses = select_max_average(model, cands, y)
+    h.remove()
+    assert calls == [64, 64, 64, 64, 44]  # the 300 candidates, 64 at a time
+    _, idx_one, losses_one = select_max_average(model, cands, y, select_batch=300)
+    assert torch.equal(idx, idx_one)
+    torch.testing.assert_close(losses, losses_one)

@@ -51,7 +51,7 @@ from typing import Any
 
 import neokd_bench as nb
 import torch
-from benchlib import hardware_line, interleaved, naive_max_average, predicted
+from benchlib import add_common_args, hardware_line, interleaved, naive_max_average, predicted
 from neokd_bench.flops import exit_flops, exit_path_flops
 from torch import nn
 
@@ -106,13 +106,7 @@ def bench(name: str, batch: int, reps: int, steps: int, min_seconds: float, devi
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--models", default="smallcnn,msdnet_cifar100")
-    p.add_argument("--batch", type=int, default=128)
-    p.add_argument("--reps", type=int, default=3)
-    p.add_argument("--min-seconds", type=float, default=5.0, help="at least this much naive time per model")
-    p.add_argument("--steps", type=int, default=7)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    add_common_args(p, "smallcnn,msdnet_cifar100", "at least this much naive time per model")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)

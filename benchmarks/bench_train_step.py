@@ -47,7 +47,7 @@ from typing import Any
 
 import neokd_bench as nb
 import torch
-from benchlib import attack_flops, hardware_line, interleaved, naive_max_average, peak_macs
+from benchlib import add_common_args, attack_flops, hardware_line, interleaved, naive_max_average, peak_macs
 from neokd_bench.flops import exit_flops, exit_path_flops
 from neokd_bench.trainer import memory_format
 from torch import nn
@@ -153,17 +153,11 @@ def profile(row: dict[str, Any], device: torch.device, top: int) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--models", default="smallcnn,msdnet_cifar10,msdnet_cifar100")
+    add_common_args(p, "smallcnn,msdnet_cifar10,msdnet_cifar100", "at least this much naive time per row")
     p.add_argument("--defenses", default="neokd,adv")
     p.add_argument("--variants", default="naive,fp32,bf16",
                    help="naive, fp32, bf16; fp32 and bf16 optionally with +nchw (contiguous layout), +cl "
                         "(channels_last) and +compile (torch.compile)")
-    p.add_argument("--batch", type=int, default=128)
-    p.add_argument("--reps", type=int, default=3)
-    p.add_argument("--min-seconds", type=float, default=5.0, help="at least this much naive time per row")
-    p.add_argument("--steps", type=int, default=7)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                    help="cpu: time this process's CPU time (use with --threads 1 on a shared, loaded machine)")
     p.add_argument("--no-warmup", action="store_true", help="time the first call too (quick runs of large rows)")

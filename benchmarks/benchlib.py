@@ -7,6 +7,7 @@ which puts this folder on ``sys.path``).
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import time
 from collections.abc import Callable
@@ -102,3 +103,14 @@ def hardware_line(device: torch.device) -> str:
     """torch version, and the GPU's name or the CPU's name, instruction sets and thread count."""
     threads = "" if device.type == "cuda" else f", {torch.get_num_threads()} threads"
     return f"torch {torch.__version__}, {describe_hardware(device)}{threads}"
+
+
+def add_common_args(p: argparse.ArgumentParser, models: str, min_seconds_help: str) -> None:
+    """The options every benchmark takes: models, batch, repetitions, PGD steps, threads, device."""
+    p.add_argument("--models", default=models)
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--min-seconds", type=float, default=5.0, help=min_seconds_help)
+    p.add_argument("--steps", type=int, default=7)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")

@@ -118,22 +118,22 @@ def paper_table(grid: Grid, runs: Sequence[Run]) -> str:
                 lines.append("| | difference | " + " | ".join(
                     "n/a" if d is None else f"{100 * d:+.2f}" for d in diffs) + " |")
             if base is not None and defense != "adv" and acc and metric in base["accuracy"]:
-                cells = []
-                for k in [*range(L), None]:
-                    a = metric_values(e["_runs"], metric, k)
-                    b = metric_values(base["_runs"], metric, k)
-                    cells.append(diff_text(welch_diff(a, b)) if a and b else "n/a")
-                lines.append("| | vs adv | " + " | ".join(cells) + " |")
+                lines.append(_welch_line("vs adv", e, base, metric, L))
             full = entries.get("neokd")
             if full is not None and defense not in ("adv", "neokd") and acc and metric in full["accuracy"]:
-                cells = []  # what NEO-KD's other component adds to this one (Table 6's question)
-                for k in [*range(L), None]:
-                    a = metric_values(full["_runs"], metric, k)
-                    b = metric_values(e["_runs"], metric, k)
-                    cells.append(diff_text(welch_diff(a, b)) if a and b else "n/a")
-                lines.append("| | NEO-KD vs this | " + " | ".join(cells) + " |")
+                # what NEO-KD's other component adds to this one (Table 6's question)
+                lines.append(_welch_line("NEO-KD vs this", full, e, metric, L))
         lines.append("")
     return "\n".join(lines)
+
+
+def _welch_line(label: str, a: dict, b: dict, metric: str, L: int) -> str:
+    """``| | label | ...`` : entry ``a`` minus entry ``b`` per exit and on the average, with the Welch interval."""
+    cells = []
+    for k in [*range(L), None]:
+        va, vb = metric_values(a["_runs"], metric, k), metric_values(b["_runs"], metric, k)
+        cells.append(diff_text(welch_diff(va, vb)) if va and vb else "n/a")
+    return f"| | {label} | " + " | ".join(cells) + " |"
 
 
 def publish(grid: Grid, runs: Sequence[Run], runs_dir: Path, board: Path | None, title: str = "") -> list[Path]:

@@ -66,6 +66,11 @@ CASCADE = ("auto", "on", "off")
 STARTS = ("uniform", "trades")
 
 
+def _joined(parts: list[torch.Tensor], dim: int = 0) -> torch.Tensor:
+    """The slices' results as one tensor (one slice, the usual case off a CPU: no copy)."""
+    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=dim)
+
+
 @dataclass(frozen=True, kw_only=True)
 class PGDConfig(AttackConfig):
     """Defaults: CIFAR threat model and PGD-50 of the paper (Sec. 4.1, App. A.2)."""
@@ -120,8 +125,7 @@ class PGD(Attack):
     def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, objective: Objective,
             rng: AttackRNG) -> torch.Tensor:
         start = self._start(x, rng)
-        return torch.cat([self._lockstep(model, x[s], y[s], [start[s]], [objective])[0]
-                          for s in self._slices(x)])
+        return _joined([self._lockstep(model, x[s], y[s], [start[s]], [objective])[0] for s in self._slices(x)])
 
     def _candidates(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, rng: AttackRNG) -> torch.Tensor:
         L = num_exits(model)
@@ -138,7 +142,7 @@ class PGD(Attack):
             else:
                 advs = [self._lockstep(model, xs, ys, [a], [o])[0] for a, o in zip(st, objectives)]
             parts.append(torch.stack(advs))
-        return torch.cat(parts, dim=1)
+        return _joined(parts, dim=1)
 
     def _slices(self, x: torch.Tensor) -> list[slice]:
         """The batch in slices of ``micro_batch`` samples (automatic: ``MICRO_BATCH_CPU`` for an eval-mode

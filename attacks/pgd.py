@@ -38,12 +38,14 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from . import graphs
 from .base import (
     AMP_DTYPES,
     MICRO_BATCH_CPU,
@@ -60,9 +62,11 @@ from .base import (
     objective_loss,
     project,
     random_start,
+    select_max_average,
 )
 
 CASCADE = ("auto", "on", "off")
+CUDA_GRAPH = ("auto", "on", "off")
 STARTS = ("uniform", "trades")
 
 
@@ -85,6 +89,7 @@ class PGDConfig(AttackConfig):
     batched: bool = True
     cascade: str = "auto"
     micro_batch: int = 0  # samples per attack pass in eval mode; 0: automatic (MICRO_BATCH_CPU on a CPU, all on a GPU)
+    cuda_graph: str = "auto"  # eval mode on a GPU: replay the attack as a CUDA graph; "auto": for graph-safe models
 
     def validate(self) -> None:
         super().validate()
@@ -104,6 +109,9 @@ class PGDConfig(AttackConfig):
             _fail("cascade", self.cascade, "use cascade='auto' (GPU only), 'on' or 'off'")
         if self.cascade == "on" and (self.mode != "eval" or not self.batched):
             _fail("cascade", self.cascade, "the cascade needs mode='eval' and batched=True; use cascade='off'")
+        if self.cuda_graph not in CUDA_GRAPH:
+            _fail("cuda_graph", self.cuda_graph, "use cuda_graph='auto' (GPU, graph-safe models), 'on' (GPU, any "
+                  "model) or 'off'")
         if self.amp_dtype is not None and self.amp_dtype not in AMP_DTYPES:
             _fail("amp_dtype", self.amp_dtype, "use amp_dtype=None (float32), 'bfloat16' or 'float16'")
 
@@ -119,18 +127,60 @@ class PGD(Attack):
 
     name = "pgd"
     presets = {"paper": {}, "tiny": {"steps": 3, "step_size": 0.02}}
+    # Its computation after the random starts reads only the inputs and the model: CUDA graphs may record it
+    # (:mod:`neokd_bench.attacks.graphs`). Not inherited: a subclass declares it on its own class.
+    graph_safe = True
     Config = PGDConfig
     config: PGDConfig
 
     def run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, objective: Objective,
             rng: AttackRNG) -> torch.Tensor:
         start = self._start(x, rng)
-        return _joined([self._lockstep(model, x[s], y[s], [start[s]], [objective])[0] for s in self._slices(x)])
+
+        def attack(x: torch.Tensor, y: torch.Tensor, start: torch.Tensor) -> torch.Tensor:
+            return _joined([self._lockstep(model, x[s], y[s], [start[s]], [objective])[0] for s in self._slices(x)])
+
+        if self._graphed(model, x):
+            return graphs.replay(model, self._graph_key(str(objective)), attack, (x, y, start))
+        return attack(x, y, start)
+
+    def max_average(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, rng: AttackRNG) -> torch.Tensor:
+        """Eq. 2: the L single attacks, then selection; on a GPU both replayed as one CUDA graph
+        (``cuda_graph``), from random starts drawn eagerly."""
+        if not self._graphed(model, x):
+            return super().max_average(model, x, y, rng)
+
+        def attack(x: torch.Tensor, y: torch.Tensor, starts: torch.Tensor) -> torch.Tensor:
+            cands = self._from_starts(model, x, y, list(starts.unbind(0)))
+            return select_max_average(model, cands, y, amp_dtype=self.amp_dtype,
+                                      select_batch=self.config.select_batch, exit_loss=self.exit_loss)[0]
+
+        starts = torch.stack([self._start(x, rng) for _ in range(num_exits(model))])
+        return graphs.replay(model, self._graph_key("max-average"), attack, (x, y, starts))
+
+    def _graphed(self, model: nn.Module, x: torch.Tensor) -> bool:
+        """Replay through a CUDA graph (:mod:`neokd_bench.attacks.graphs`): eval mode on a GPU, for a model
+        that declares itself safe for capture (``cuda_graph="auto"``) or any model (``"on"``)."""
+        cfg = self.config
+        if cfg.cuda_graph == "off" or cfg.mode != "eval" or x.device.type != "cuda" or not len(x):
+            return False
+        if not vars(type(self)).get("graph_safe", False):  # a subclass's loss may read per-batch state (TEAT's)
+            return False
+        return cfg.cuda_graph == "on" or graphs.graph_safe(model)
+
+    def _graph_key(self, what: str) -> tuple:
+        """What the recorded computation depends on besides the model and the inputs: the attack's class, its
+        bound loss and its config (the seed only picks the starts, which are inputs)."""
+        return (type(self), what, dataclasses.replace(self.config, seed=None))
 
     def _candidates(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, rng: AttackRNG) -> torch.Tensor:
-        L = num_exits(model)
-        starts = [self._start(x, rng) for _ in range(L)]  # drawn first: same in both forms, and in any slicing
-        objectives = [Objective("exit", k) for k in range(L)]
+        starts = [self._start(x, rng) for _ in range(num_exits(model))]  # drawn first: same in both forms, any slicing
+        return self._from_starts(model, x, y, starts)
+
+    def _from_starts(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, starts: list[torch.Tensor]
+                     ) -> torch.Tensor:
+        """The L single attacks from their random starts, as ``[L, N, ...]``."""
+        objectives = [Objective("exit", k) for k in range(len(starts))]
         cascade = self.config.batched and self._use_cascade(model, x)
         parts = []
         for s in self._slices(x):

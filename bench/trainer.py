@@ -81,6 +81,7 @@ class TrainConfig:
         check(self.amp in AMP_CHOICES, f"--amp must be none, bf16 or auto, got {self.amp!r}")
         check(self.grad_clip_norm is None or self.grad_clip_norm > 0,
               f"--grad-clip must be positive, got {self.grad_clip_norm}")
+        check(self.num_workers >= 0, f"--workers must be 0 or more, got {self.num_workers}; e.g. --workers 4")
         check(self.train_limit is None or self.train_limit >= 1,
               f"--train-limit must be at least 1, got {self.train_limit}")
 
@@ -303,12 +304,13 @@ def train(
         for epoch in range(start_epoch, cfg.epochs):
             torch.manual_seed(derive_seed(cfg.seed, epoch))
             gen = torch.Generator().manual_seed(derive_seed(cfg.seed, epoch, 1))
+            # pinned host memory where batches go to a GPU: the copy runs asynchronously (non_blocking below)
+            loading = {"generator": gen, "num_workers": cfg.num_workers, "pin_memory": device.type == "cuda"}
             if distributed:
                 loader = DataLoader(data, batch_size=cfg.batch_size, sampler=RankShard(len(data), gen, rank, world),
-                                    generator=gen, num_workers=cfg.num_workers)
+                                    **loading)
             else:
-                loader = DataLoader(data, batch_size=cfg.batch_size, shuffle=True, generator=gen,
-                                    num_workers=cfg.num_workers)
+                loader = DataLoader(data, batch_size=cfg.batch_size, shuffle=True, **loading)
             defense.start_epoch(epoch)
             model.train()
             sums: dict[str, float] = {}

@@ -20,7 +20,8 @@ calls interleaved, median after one warm-up:
 * optional variants (``--variants``): ``+nchw`` the contiguous layout instead (the naive step's), ``+cl``
   channels_last (the CPU default; on a GPU the model's own layout is the default),
   ``+compile`` the model compiled with ``torch.compile`` (attack without BatchNorm folding, which would copy,
-  and so recompile, the model every step), e.g. ``--variants naive,fp32,fp32+nchw,fp32+compile``.
+  and so recompile, the model every step), ``+nograph`` the training attack without CUDA-graph replay (GPU; the
+  default replays it, ``attack_cuda_graph``), e.g. ``--variants naive,fp32,fp32+nchw,fp32+compile``.
 
 Beside images per second and the speed-up over ``naive`` it prints:
 
@@ -66,6 +67,9 @@ def step_fn(model: nn.Module, defense: Any, x: torch.Tensor, y: torch.Tensor, va
         model.compile()
         defense = copy.copy(defense)
         defense.config = type(defense.config)(**{**vars(defense.config), "attack_fold_bn": False})
+    if "+nograph" in variant:
+        defense = copy.copy(defense)
+        defense.config = type(defense.config)(**{**vars(defense.config), "attack_cuda_graph": "off"})
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=5e-4)
     amp = variant.startswith("bf16")
     cfg = defense.config
@@ -172,9 +176,9 @@ def main() -> None:
         p.error("--variants must start with naive (the reference the speed-ups are over)")
     for v in variants[1:]:
         base, *mods = v.split("+")
-        if base not in ("fp32", "bf16") or not set(mods) <= {"nchw", "cl", "compile"}:
+        if base not in ("fp32", "bf16") or not set(mods) <= {"nchw", "cl", "compile", "nograph"}:
             p.error(f"--variants: {v!r} is not a variant; use naive, fp32 or bf16, optionally with +nchw, +cl, "
-                    "+compile")
+                    "+compile, +nograph")
     print(f"{hardware_line(device)}, batch {args.batch}, PGD-{args.steps} max-average training step, "
           f"median of >= {args.reps} interleaved reps, {args.clock} clock")
     peak = {k: peak_macs(dt, device, clock=args.clock) for k, dt in (("fp32", torch.float32), ("bf16", torch.bfloat16))}

@@ -14,7 +14,8 @@
 # Env: OUT (default gpu-figures), PYTHON (python3), DEVICE (cuda), QUICK=1 (a seconds-long dry run on any
 # device: tiny data, one rep), WHEELS (a folder of wheels to install first, for a machine without a registry),
 # AMPS (the --amp values of the NEO-KD epochs, default "auto"), STEP_ARGS (bench_train_step.py's arguments),
-# ADV=0 (no adv epoch).
+# ADV=0 (no adv epoch), EPOCH_EXTRA (more `run` options for the epochs, e.g. "--workers 4"), TESTS=0 (skip the
+# GPU-only tests of part 0).
 set -u
 OUT=${OUT:-gpu-figures}
 PY=$(command -v "${PYTHON:-python3}") || { echo "no python: ${PYTHON:-python3}"; exit 1; }
@@ -45,6 +46,12 @@ else
     CASCADE_ARGS="--models smallcnn,msdnet_cifar10,msdnet_cifar100 --reps 3 --min-seconds 2"
 fi
 
+if [ "${TESTS:-1}" = 1 ]; then
+    echo "== 0. the tests that need a GPU (CUDA-graph replay of the training attack; precision)"
+    timeout 240 "$PY" -m pytest -q -p no:cacheprovider tests/attacks/test_graphs.py tests/test_precision.py 2>&1 \
+        | tail -25 | tee "$OUT/gpu_tests.txt"
+fi
+
 echo "== 1. one NEO-KD epoch, cifar10 paper preset, random data of CIFAR-10's shape"
 "$PY" - "$WORK/cifar" "$N_TRAIN" <<'EOF'
 import pickle, sys
@@ -64,7 +71,7 @@ epoch() {  # defense, time limit (s), --amp
     start=$(date +%s.%N)
     # shellcheck disable=SC2086
     timeout "$2" "$PY" -c "$RUN" run --defense "$defense" --dataset cifar10 --preset paper --epochs 1 --no-eval \
-        --data-root "$WORK/cifar" --device "$DEVICE" --out "$WORK/run-$defense-$3" --amp "$3" --quiet $EPOCH_ARGS
+        --data-root "$WORK/cifar" --device "$DEVICE" --out "$WORK/run-$defense-$3" --amp "$3" --quiet $EPOCH_ARGS ${EPOCH_EXTRA:-}
     end=$(date +%s.%N)
     "$PY" - "$WORK/run-$defense-$3/checkpoint.pt" "$start" "$end" "$defense" "$DEVICE" <<'EOF' | tee -a "$OUT/epoch.txt"
 import sys, torch
@@ -72,7 +79,7 @@ from neokd_bench.precision import resolve_amp
 c = torch.load(sys.argv[1], map_location="cpu", weights_only=True)
 h, cfg = c["history"][-1], c["train_config"]
 wall = float(sys.argv[3]) - float(sys.argv[2])
-print(f"{sys.argv[4]}: model {c['model_name']}, batch {cfg['batch_size']}, amp {cfg['amp']} "
+print(f"{sys.argv[4]}: model {c['model_name']}, batch {cfg['batch_size']}, workers {cfg.get('num_workers', 0)}, amp {cfg['amp']} "
       f"(resolved: {resolve_amp(cfg['amp'], torch.device(sys.argv[5]))}), epoch train time {h['wall_s']:.1f} s, {h['imgs_per_s']:.0f} img/s; "
       f"whole command {wall:.1f} s; 150 epochs = {150 * h['wall_s'] / 3600:.2f} GPU-hours (target 1)")
 EOF

@@ -58,6 +58,11 @@ class DefenseConfig:
         on a GPU the per-step copy costs more than it saves (the 7-exit MSDNet's training attack at 0.83x on
         an NVIDIA H200), so there it never folds. Ignored with ``attack_mode="train"``, where BatchNorm uses
         batch statistics.
+    attack_cuda_graph: on a GPU, replay the eval-mode training attack as a CUDA graph (``cuda_graph`` of
+        :class:`~neokd_bench.attacks.pgd.PGD`, :mod:`neokd_bench.attacks.graphs`): ``auto`` (default) for models
+        that declare themselves safe for capture (this project's SmallCNN and MSDNet), ``on`` for any model,
+        ``off`` never. The same function of the same random starts; it removes the host's launch overhead,
+        which dominated the step on an NVIDIA H200 (``benchmarks/README.md``, "GPU figures"). No effect on a CPU.
     keyed_starts: key each training sample's random start by its index in the training set
         (:class:`~neokd_bench.attacks.base.AttackRNG`), so a sample gets the same start in whichever batch,
         position or torchrun rank it lands: training on W ranks then equals training on one process with the
@@ -72,6 +77,7 @@ class DefenseConfig:
     attack_mode: str = "eval"
     attack_amp: str | None = None
     attack_fold_bn: bool = True
+    attack_cuda_graph: str = "auto"
     keyed_starts: bool = False
 
 
@@ -132,6 +138,8 @@ class Defense:
             )
         if cfg.attack_mode not in ATTACK_MODES:
             raise UsageError(f"attack_mode {cfg.attack_mode!r} is not supported; use eval or train")
+        if cfg.attack_cuda_graph not in ("auto", "on", "off"):
+            raise UsageError(f"attack_cuda_graph {cfg.attack_cuda_graph!r} is not supported; use auto, on or off")
         if cfg.attack_amp is not None and cfg.attack_amp not in AMP_ALIASES.values():
             raise UsageError(f"attack_amp {cfg.attack_amp!r} is not supported; use bfloat16, float16 or "
                              "leave it unset")
@@ -198,7 +206,8 @@ class Defense:
             )
         return {"eps": cfg.eps, "step_size": cfg.step_size, "steps": cfg.steps, "objective": cfg.train_attack,
                 "mode": cfg.attack_mode, "amp_dtype": cfg.attack_amp,
-                "fold_bn": "cpu" if cfg.attack_fold_bn and cfg.attack_mode == "eval" else False, "seed": seed}
+                "fold_bn": "cpu" if cfg.attack_fold_bn and cfg.attack_mode == "eval" else False,
+                "cuda_graph": cfg.attack_cuda_graph, "seed": seed}
 
     def attack(self, seed: int | None = None) -> Any:
         """The training attack: ``neokd_bench.create_attack("pgd", ...)`` built from the resolved config."""

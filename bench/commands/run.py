@@ -36,6 +36,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--amp", choices=["none", "bf16", "auto"],
                    help="bf16 autocast for training; auto: bf16 where the device computes it natively (default: "
                         "the preset's: auto for the GPU presets, none for smoke and cpu)")
+    p.add_argument("--workers", type=int, default=0,
+                   help="DataLoader worker processes (default 0: batches made in the training process); the "
+                        "augmentation's random numbers then come from the workers' seeds, so the numbers change")
     p.add_argument("--sync-bn", action="store_true", help="under torchrun on CUDA: BatchNorm statistics over "
                                                           "the global batch (SyncBatchNorm)")
     p.add_argument("--data-root", help="folder holding the dataset (else $NEOKD_DATA_ROOT, system, bundled)")
@@ -233,7 +236,7 @@ def train_config(args: argparse.Namespace, preset: Any) -> Any:
         milestones=preset.milestones, seed=args.seed, device=args.device, amp=args.amp or preset.amp,
         train_limit=args.train_limit or preset.train_limit,
         grad_clip_norm=args.grad_clip if args.grad_clip is not None else preset.grad_clip_norm,
-        sync_bn=bool(getattr(args, "sync_bn", False)))
+        sync_bn=bool(getattr(args, "sync_bn", False)), num_workers=int(getattr(args, "workers", 0) or 0))
 
 
 def _plots(result: dict[str, Any], out: Path) -> None:

@@ -321,6 +321,7 @@ class MSDNet(MultiExitModel):
         return self._run(x, k, last_only=True)[0]
 
     cascades = True
+    graph_safe = True  # no host sync, no data-dependent control flow: CUDA graphs (attacks.graphs)
 
     def forward_cascade(self, xs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         """One batched pass for groups ``xs[0..G-1]``, group ``k`` for exit ``k`` alone. Groups are stacked in

@@ -112,6 +112,7 @@ class SmallCNN(MultiExitModel):
         return self._run(x, k, last_only=True)[0]
 
     cascades = True
+    graph_safe = True  # no host sync, no data-dependent control flow: CUDA graphs (attacks.graphs)
 
     def forward_cascade(self, xs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         blocks, heads = (self.block1, self.block2, self.block3), (self.exit1, self.exit2, self.exit3)

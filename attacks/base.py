@@ -578,6 +578,7 @@ class Attack:
         if not isinstance(y, torch.Tensor) or y.shape != x.shape[:1]:
             raise UsageError(f"y must hold one label per sample: got y of shape {tuple(getattr(y, 'shape', ()))} "
                              f"for x of shape {tuple(x.shape)}")
-        if x.numel() and (float(x.min()) < 0.0 or float(x.max()) > 1.0):
+        lo, hi = torch.stack(torch.aminmax(x.detach())).tolist() if x.numel() else (0.0, 1.0)  # one sync on a GPU
+        if lo < 0.0 or hi > 1.0:
             raise UsageError("x must be pixels in [0, 1] (normalization is the model's first layer); "
                              "pass un-normalized images")

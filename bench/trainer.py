@@ -36,6 +36,7 @@ Guarantees
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import inspect
 import math
@@ -53,6 +54,7 @@ from .distributed import init_distributed, rank_and_world
 from .errors import TrainingDivergedError, UsageError, check
 from .precision import AMP_CHOICES, resolve_amp
 from .progress import Progress
+from .step_graph import CUDA_GRAPH_CHOICES, GraphedLossStep, defense_graph_safe
 from .utils import atomic_torch_save, derive_seed, file_sha256, remove_stale_temp_files
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -73,6 +75,9 @@ class TrainConfig:
     train_limit: int | None = None
     grad_clip_norm: float | None = None  # clip the global gradient norm (None: no clipping, as the paper)
     sync_bn: bool = False  # under torchrun on CUDA: BatchNorm statistics over the global batch (SyncBatchNorm)
+    # One GPU, one process: replay the loss, backward and optimizer step as a CUDA graph ("auto", for defenses
+    # that declare graph_safe; neokd_bench.step_graph) or never ("off"). No effect on a CPU or under torchrun.
+    cuda_graph: str = "auto"
 
     def __post_init__(self) -> None:
         check(self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}; e.g. --epochs 2")
@@ -81,6 +86,7 @@ class TrainConfig:
         check(self.amp in AMP_CHOICES, f"--amp must be none, bf16 or auto, got {self.amp!r}")
         check(self.grad_clip_norm is None or self.grad_clip_norm > 0,
               f"--grad-clip must be positive, got {self.grad_clip_norm}")
+        check(self.cuda_graph in CUDA_GRAPH_CHOICES, f"cuda_graph must be auto or off, got {self.cuda_graph!r}")
         check(self.num_workers >= 0, f"--workers must be 0 or more, got {self.num_workers}; e.g. --workers 4")
         check(self.train_limit is None or self.train_limit >= 1,
               f"--train-limit must be at least 1, got {self.train_limit}")
@@ -141,6 +147,14 @@ class RankShard(Sampler[int]):
 
     def __len__(self) -> int:
         return -(-self.n // self.world)
+
+
+def _host_values(values: dict[str, Any]) -> dict[str, float]:
+    """The loss and its parts as Python floats, the tensors among them copied to the host together."""
+    tensors = {k: v for k, v in values.items() if isinstance(v, torch.Tensor)}
+    host = dict(zip(tensors, torch.stack([v.detach().float().reshape(()) for v in tensors.values()]).tolist())) \
+        if tensors else {}
+    return {k: host[k] if k in host else float(v) for k, v in values.items()}
 
 
 def _accepts(defense: Any, name: str) -> bool:
@@ -299,6 +313,10 @@ def train(
     pass_index = _accepts(defense, "index")
     amp = resolve_amp(cfg.amp, device)
     autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16) if amp == "bf16" else None
+    graphed = None
+    if device.type == "cuda" and not distributed and cfg.cuda_graph == "auto" and defense_graph_safe(defense):
+        graphed = GraphedLossStep(model, defense, opt, params, cfg.grad_clip_norm,
+                                  (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if amp == "bf16" else None)
     t_start = time.perf_counter()
     with Progress(progress and rank == 0) as prog:
         for epoch in range(start_epoch, cfg.epochs):
@@ -322,27 +340,34 @@ def train(
                     x = x.contiguous(memory_format=layout)
                 if pass_index:
                     kw["index"] = idx
-                if autocast is not None:
+                if graphed is not None:  # the defense's own training_step, split: attack, then the graphed rest
+                    if defense.epoch is None:
+                        defense.start_epoch(epoch)
+                    with autocast if autocast is not None else contextlib.nullcontext():
+                        x_adv = defense.adversarial(model, x, y, index=kw.get("index"))
+                    loss, parts = graphed(x, x_adv, y)  # loss, backward and optimizer step
+                elif autocast is not None:
                     with autocast:
                         loss, parts, _ = defense.training_step(model, x, y, **kw)
                 else:
                     loss, parts, _ = defense.training_step(model, x, y, **kw)
-                if not torch.isfinite(loss.detach()).all():
+                check_parts(defense, parts)
+                logged = _host_values({"loss": loss, **parts})  # one device-to-host copy (one sync on a GPU)
+                if not math.isfinite(logged["loss"]):
                     where = f"epoch {epoch + 1} step {step + 1}"
                     kept = f"last good checkpoint kept at {ckpt_path}" if ckpt_path.exists() else "no checkpoint yet"
                     raise TrainingDivergedError(
-                        f"training loss became {loss.item()} at {where}; {kept}; lower --lr or check the data")
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                if cfg.grad_clip_norm is not None:
-                    torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip_norm)
-                opt.step()
+                        f"training loss became {logged['loss']} at {where}; {kept}; lower --lr or check the data")
+                if graphed is None:
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    if cfg.grad_clip_norm is not None:
+                        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip_norm)
+                    opt.step()
                 n = x.shape[0]
                 seen += n
-                sums["loss"] = sums.get("loss", 0.0) + float(loss.detach()) * n
-                check_parts(defense, parts)
-                for k, v in parts.items():
-                    sums[k] = sums.get(k, 0.0) + float(v) * n
+                for k, v in logged.items():
+                    sums[k] = sums.get(k, 0.0) + v * n
                 if prog.enabled:
                     stats = " ".join(f"{k}={v / seen:.3f}" for k, v in sums.items())
                     advance(1, stats=f"{stats} {seen / (time.perf_counter() - t0):.0f} img/s")
@@ -376,6 +401,8 @@ def train(
         "world_size": world,
         "device": str(device),
         "amp": amp,
+        "cuda_graph": None if graphed is None else {"recordings": graphed.recordings, "replays": graphed.replays,
+                                                    "failed": graphed.failed},
     }
 
 

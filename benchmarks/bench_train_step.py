@@ -20,8 +20,9 @@ calls interleaved, median after one warm-up:
 * optional variants (``--variants``): ``+nchw`` the contiguous layout instead (the naive step's), ``+cl``
   channels_last (the CPU default; on a GPU the model's own layout is the default),
   ``+compile`` the model compiled with ``torch.compile`` (attack without BatchNorm folding, which would copy,
-  and so recompile, the model every step), ``+nograph`` the training attack without CUDA-graph replay (GPU; the
-  default replays it, ``attack_cuda_graph``), e.g. ``--variants naive,fp32,fp32+nchw,fp32+compile``.
+  and so recompile, the model every step), ``+nograph`` the step without CUDA-graph replay (GPU; by default the
+  training attack is replayed, ``attack_cuda_graph``, and so are the loss, backward and optimizer step, as the
+  trainer runs them, ``neokd_bench.step_graph``), e.g. ``--variants naive,fp32,fp32+nchw,fp32+compile``.
 
 Beside images per second and the speed-up over ``naive`` it prints:
 
@@ -50,6 +51,7 @@ import neokd_bench as nb
 import torch
 from benchlib import add_common_args, attack_flops, hardware_line, interleaved, naive_max_average, peak_macs
 from neokd_bench.flops import exit_flops, exit_path_flops
+from neokd_bench.step_graph import WARMUP, GraphedLossStep, defense_graph_safe
 from neokd_bench.trainer import memory_format
 from torch import nn
 
@@ -73,9 +75,19 @@ def step_fn(model: nn.Module, defense: Any, x: torch.Tensor, y: torch.Tensor, va
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=5e-4)
     amp = variant.startswith("bf16")
     cfg = defense.config
+    graphed = None
+    if x.device.type == "cuda" and variant != "naive" and "+nograph" not in variant and defense_graph_safe(defense):
+        # as the trainer runs it on one GPU: the attack, then the loss step replayed (neokd_bench.step_graph)
+        graphed = GraphedLossStep(model, defense, opt, list(model.parameters()), None,
+                                  (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if amp else None)
 
     def step() -> None:
         ctx = torch.autocast(x.device.type, dtype=torch.bfloat16) if amp else nullcontext()
+        if graphed is not None:
+            with ctx:
+                x_adv = defense.adversarial(model, x, y)
+            graphed(x, x_adv, y)
+            return
         with ctx:
             if variant == "naive":
                 model.eval()
@@ -89,6 +101,9 @@ def step_fn(model: nn.Module, defense: Any, x: torch.Tensor, y: torch.Tensor, va
         loss.backward()
         opt.step()
 
+    if graphed is not None:
+        for _ in range(WARMUP + 2):  # the warm-up steps and the recording, before anything is timed
+            step()
     return step
 
 

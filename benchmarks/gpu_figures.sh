@@ -15,7 +15,7 @@
 # device: tiny data, one rep), WHEELS (a folder of wheels to install first, for a machine without a registry),
 # AMPS (the --amp values of the NEO-KD epochs, default "auto"), STEP_ARGS (bench_train_step.py's arguments),
 # ADV=0 (no adv epoch), EPOCH_EXTRA (more `run` options for the epochs, e.g. "--workers 4"), TESTS=0 (skip the
-# GPU-only tests of part 0).
+# GPU-only tests of part 0), GPU_TESTS (the test files of part 0).
 set -u
 OUT=${OUT:-gpu-figures}
 PY=$(command -v "${PYTHON:-python3}") || { echo "no python: ${PYTHON:-python3}"; exit 1; }
@@ -47,8 +47,9 @@ else
 fi
 
 if [ "${TESTS:-1}" = 1 ]; then
-    echo "== 0. the tests that need a GPU (CUDA-graph replay of the training attack; precision)"
-    timeout 240 "$PY" -m pytest -q -p no:cacheprovider tests/attacks/test_graphs.py tests/test_precision.py 2>&1 \
+    echo "== 0. the tests that need a GPU (CUDA-graph replay of the attack and of the loss step; precision)"
+    # shellcheck disable=SC2086
+    timeout 240 "$PY" -m pytest -q -p no:cacheprovider ${GPU_TESTS:-tests/attacks/test_graphs.py tests/test_step_graph.py tests/test_precision.py} 2>&1 \
         | tail -25 | tee "$OUT/gpu_tests.txt"
 fi
 

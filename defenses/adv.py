@@ -28,6 +28,7 @@ class Adv(Defense):
     """Eq. 4: CE on clean and adversarial examples at every exit, summed over exits, batch mean."""
 
     name = "adv"
+    graph_safe = True  # the loss may be replayed as a CUDA graph (neokd_bench.step_graph); not inherited
     Config = AdvConfig
     source = "Hu et al., Triple Wins, ICLR 2020; NEO-KD (Ham et al., NeurIPS 2023) Eq. 4"
     assumptions = ("Clean and adversarial cross-entropies have equal weight 1 (Eq. 4).",)

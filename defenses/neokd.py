@@ -59,6 +59,9 @@ class NEOKD(Defense):
     """NEO-KD, paper Eq. 7. See the module docstring for the exact loss."""
 
     name = "neokd"
+    # The loss runs no host sync and reads only its arguments, the model and per-epoch state kept on the device:
+    # the trainer may replay it as a CUDA graph (neokd_bench.step_graph). Not inherited.
+    graph_safe = True
     Config = NEOKDConfig
     source = _SOURCE
     assumptions = (
@@ -110,6 +113,18 @@ class NEOKD(Defense):
         super().start_epoch(epoch)
         n = self.num_classes
         self._perm = None if n is None else self.permutation_for(epoch, n)
+        self._perm_on: dict[torch.device, Tensor] = {}
+
+    def permutation_on(self, device: torch.device) -> Tensor:
+        """The current epoch's permutation on ``device``, copied once per epoch (so the loss makes no host-to-device
+        copy per step, which a CUDA graph of the step could not record)."""
+        perm = self.permutation
+        cache = getattr(self, "_perm_on", None)
+        if cache is None:
+            cache = self._perm_on = {}
+        if device not in cache:
+            cache[device] = perm.to(device)
+        return cache[device]
 
     def permutation_for(self, epoch: int, num_classes: int) -> Tensor:
         """The EOKD class permutation of ``epoch``: a function of (seed, epoch) only."""
@@ -153,7 +168,7 @@ class NEOKD(Defense):
             nkd_w = sum(g * v for g, v in zip(gamma, terms))
             nkd_raw = torch.stack(terms).sum()
         if cfg.beta > 0:
-            labels = orthogonal_soft_labels(clean, y, self.permutation)
+            labels = orthogonal_soft_labels(clean, y, self.permutation_on(y.device))
             terms = [soft_cross_entropy(a, t) for a, t in zip(adv, labels)]
             eokd_w = sum(g * v for g, v in zip(gamma, terms))
             eokd_raw = torch.stack(terms).sum()

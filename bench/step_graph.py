@@ -13,9 +13,11 @@ How it stays the eager step:
   CUDA graphs need) and count as training steps; the next one is recorded and replayed, and so are the rest.
   Nothing is computed twice and no step is skipped.
 * **Recorded again whenever what the kernels bake in changes**: the learning rate of any parameter group
-  (the schedule's milestones), the epoch (per-epoch defense state, NEO-KD's EOKD permutation), the batch
-  shape (the last, smaller batch of an epoch runs eagerly, as a new shape would otherwise mean warm-up
-  steps on it), the autocast state, and where parameters, buffers and optimizer state live.
+  (the schedule's milestones), the defense's :meth:`~neokd_bench.defenses.base.Defense.graph_key` (by
+  default the epoch; ``adv`` has no per-epoch state, and NEO-KD keeps its EOKD permutation in a device
+  buffer that each epoch updates in place, so both say None), the batch shape (the last, smaller batch
+  of an epoch runs eagerly, as a new shape would otherwise mean warm-up steps on it), the autocast state,
+  and where parameters, buffers and optimizer state live.
 * **Which defenses**: those whose class declares ``graph_safe = True`` (not inherited: a subclass says it
   again) and keeps the default ``training_step`` (adversarial examples, then ``loss``). Their ``loss`` must
   run no host synchronization and read nothing but its arguments, the model and state that is fixed within
@@ -89,7 +91,7 @@ class GraphedLossStep:
         state = [t for s in self.opt.state.values() for t in s.values() if isinstance(t, Tensor)]
         kind = x.device.type
         return (tuple((tuple(t.shape), t.dtype, t.stride()) for t in (x, x_adv, y)),
-                tuple(g["lr"] for g in self.opt.param_groups), getattr(self.defense, "epoch", None),
+                tuple(g["lr"] for g in self.opt.param_groups), self.defense.graph_key(),
                 torch.is_autocast_enabled(kind), torch.get_autocast_dtype(kind),
                 tuple(t.data_ptr() for t in (*self.model.parameters(), *self.model.buffers(), *state)),
                 tuple(m.training for m in self.model.modules()))

@@ -78,6 +78,9 @@ class TrainConfig:
     # One GPU, one process: replay the loss, backward and optimizer step as a CUDA graph ("auto", for defenses
     # that declare graph_safe; neokd_bench.step_graph) or never ("off"). No effect on a CPU or under torchrun.
     cuda_graph: str = "auto"
+    # On CUDA: cuDNN times its convolution algorithms once per shape and keeps the fastest (training's shapes are
+    # fixed, so that is paid in the first steps); the previous setting is restored when training ends.
+    cudnn_benchmark: bool = True
 
     def __post_init__(self) -> None:
         check(self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}; e.g. --epochs 2")
@@ -147,6 +150,20 @@ class RankShard(Sampler[int]):
 
     def __len__(self) -> int:
         return -(-self.n // self.world)
+
+
+@contextlib.contextmanager
+def _cudnn_benchmark(device: torch.device, on: bool):
+    """``torch.backends.cudnn.benchmark = on`` on CUDA for the ``with`` block; the previous value after."""
+    if device.type != "cuda":
+        yield
+        return
+    was = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = on
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = was
 
 
 def _host_values(values: dict[str, Any]) -> dict[str, float]:
@@ -318,7 +335,7 @@ def train(
         graphed = GraphedLossStep(model, defense, opt, params, cfg.grad_clip_norm,
                                   (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if amp == "bf16" else None)
     t_start = time.perf_counter()
-    with Progress(progress and rank == 0) as prog:
+    with Progress(progress and rank == 0) as prog, _cudnn_benchmark(device, cfg.cudnn_benchmark):
         for epoch in range(start_epoch, cfg.epochs):
             torch.manual_seed(derive_seed(cfg.seed, epoch))
             gen = torch.Generator().manual_seed(derive_seed(cfg.seed, epoch, 1))

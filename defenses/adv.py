@@ -33,6 +33,10 @@ class Adv(Defense):
     source = "Hu et al., Triple Wins, ICLR 2020; NEO-KD (Ham et al., NeurIPS 2023) Eq. 4"
     assumptions = ("Clean and adversarial cross-entropies have equal weight 1 (Eq. 4).",)
 
+    def graph_key(self) -> None:
+        """No per-epoch state: a CUDA graph of the loss step is recorded once."""
+        return None
+
     def loss(
         self, model: nn.Module, x: Tensor, x_adv: Tensor, y: Tensor, index: Tensor | None = None
     ) -> tuple[Tensor, dict[str, Tensor]]:

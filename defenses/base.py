@@ -185,6 +185,13 @@ class Defense:
         """Called by the trainer before each epoch (0-based); per-epoch state must depend only on (seed, epoch)."""
         self.epoch = int(epoch)
 
+    def graph_key(self) -> Any:
+        """What a CUDA graph of this defense's loss step bakes in besides the model, the optimizer and the batch
+        (``neokd_bench.step_graph``, for defenses that declare ``graph_safe``): the trainer records the step
+        again when it changes. Default: the epoch (per-epoch state that the loss reads as it was when recorded).
+        A defense whose per-epoch state lives in device buffers updated in place returns None."""
+        return self.epoch
+
     # -- per-run state (checkpointed by the trainer) ----------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """Per-run state that must survive a resume (tensors and plain values); empty for most defenses."""

@@ -113,18 +113,25 @@ class NEOKD(Defense):
         super().start_epoch(epoch)
         n = self.num_classes
         self._perm = None if n is None else self.permutation_for(epoch, n)
-        self._perm_on: dict[torch.device, Tensor] = {}
+        for buf in getattr(self, "_perm_on", {}).values():  # the device copies, updated in place
+            if self._perm is not None and buf.shape == self._perm.shape:
+                buf.copy_(self._perm)
 
     def permutation_on(self, device: torch.device) -> Tensor:
-        """The current epoch's permutation on ``device``, copied once per epoch (so the loss makes no host-to-device
-        copy per step, which a CUDA graph of the step could not record)."""
+        """The current epoch's permutation on ``device``: one buffer per device, made on first use and updated in
+        place by :meth:`start_epoch`. So the loss makes no host-to-device copy per step, and a CUDA graph of the
+        step (``neokd_bench.step_graph``) reads each epoch's permutation without being recorded again."""
         perm = self.permutation
-        cache = getattr(self, "_perm_on", None)
-        if cache is None:
-            cache = self._perm_on = {}
-        if device not in cache:
-            cache[device] = perm.to(device)
-        return cache[device]
+        cache = self.__dict__.setdefault("_perm_on", {})
+        buf = cache.get(device)
+        if buf is None or buf.shape != perm.shape:
+            buf = cache[device] = perm.to(device, copy=True)
+        return buf
+
+    def graph_key(self) -> Any:
+        """Nothing per epoch is baked into a CUDA graph of the loss: the permutation is read from its device
+        buffer (:meth:`permutation_on`)."""
+        return None
 
     def permutation_for(self, epoch: int, num_classes: int) -> Tensor:
         """The EOKD class permutation of ``epoch``: a function of (seed, epoch) only."""

@@ -39,6 +39,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--workers", type=int, default=0,
                    help="DataLoader worker processes (default 0: batches made in the training process); the "
                         "augmentation's random numbers then come from the workers' seeds, so the numbers change")
+    p.add_argument("--no-cudnn-benchmark", dest="cudnn_benchmark", action="store_false",
+                   help="on CUDA: keep cuDNN's default convolution algorithms instead of timing them once per shape")
     p.add_argument("--sync-bn", action="store_true", help="under torchrun on CUDA: BatchNorm statistics over "
                                                           "the global batch (SyncBatchNorm)")
     p.add_argument("--data-root", help="folder holding the dataset (else $NEOKD_DATA_ROOT, system, bundled)")
@@ -236,7 +238,8 @@ def train_config(args: argparse.Namespace, preset: Any) -> Any:
         milestones=preset.milestones, seed=args.seed, device=args.device, amp=args.amp or preset.amp,
         train_limit=args.train_limit or preset.train_limit,
         grad_clip_norm=args.grad_clip if args.grad_clip is not None else preset.grad_clip_norm,
-        sync_bn=bool(getattr(args, "sync_bn", False)), num_workers=int(getattr(args, "workers", 0) or 0))
+        sync_bn=bool(getattr(args, "sync_bn", False)), num_workers=int(getattr(args, "workers", 0) or 0),
+        cudnn_benchmark=bool(getattr(args, "cudnn_benchmark", True)))
 
 
 def _plots(result: dict[str, Any], out: Path) -> None:

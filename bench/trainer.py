@@ -32,6 +32,11 @@ Guarantees
   defense's whole training step (attack and loss) under bf16 autocast, with fp32 master weights;
   ``amp="auto"`` does so only where the device computes bf16 natively (:mod:`neokd_bench.precision`), and
   the result's training section records the choice (``amp``).
+* **One GPU.** The step is replayed as CUDA graphs: the training attack (``attack_cuda_graph`` of the
+  defense, :mod:`neokd_bench.attacks.graphs`) and, for defenses that declare ``graph_safe``, the loss,
+  backward, clipping and SGD step (``cuda_graph``, :mod:`neokd_bench.step_graph`); the result's training
+  section records the recordings and replays (``cuda_graph``). cuDNN times its algorithms once per shape
+  (``cudnn_benchmark``; the previous setting is restored after). Batches come through pinned memory.
 """
 
 from __future__ import annotations

@@ -85,14 +85,24 @@ class _Recording:
         return self.output.clone()
 
 
-def _model_key(model: nn.Module) -> tuple:
-    tensors = [*model.parameters(), *model.buffers()]
+def model_key(model: nn.Module, *more: torch.Tensor) -> tuple:
+    """Where ``model``'s parameters and buffers (and ``more`` tensors) live, and its modules' mode flags: what a
+    recording reads in place, so a change means recording again."""
+    tensors = [*model.parameters(), *model.buffers(), *more]
     return (tuple(t.data_ptr() for t in tensors), tuple(m.training for m in model.modules()))
 
 
-def _autocast_key(device: torch.device) -> tuple:
+def autocast_key(device: torch.device) -> tuple:
+    """The autocast state on ``device``'s kind: (enabled, dtype)."""
     kind = device.type
     return (torch.is_autocast_enabled(kind), torch.get_autocast_dtype(kind))
+
+
+def recording_autocast(device: torch.device) -> torch.autocast:
+    """The current autocast state with its weight cache off, for recording a graph: a cast cached before the
+    recording would be frozen into it, and one made inside it never exists outside a replay."""
+    enabled, dtype = autocast_key(device)
+    return torch.autocast(device.type, dtype=dtype, enabled=enabled, cache_enabled=False)
 
 
 def replay(model: nn.Module, key: Hashable, fn: Callable[..., torch.Tensor], inputs: Sequence[torch.Tensor]
@@ -102,16 +112,15 @@ def replay(model: nn.Module, key: Hashable, fn: Callable[..., torch.Tensor], inp
     shapes and this autocast state. ``fn`` must compute the same kernels for every call with the same key,
     read nothing but ``inputs`` and ``model``'s parameters and buffers, and return one tensor."""
     device = inputs[0].device
-    full_key = (key, _model_key(model), _autocast_key(device), str(device),
+    full_key = (key, model_key(model), autocast_key(device), str(device),
                 tuple((tuple(t.shape), t.dtype, t.stride()) for t in inputs))
     if model not in _CACHE:
         _CACHE[model] = (torch.cuda.graph_pool_handle(), OrderedDict())
     pool, cache = _CACHE[model]
     rec = cache.get(full_key)
     if rec is None:
-        enabled, dtype = _autocast_key(device)
         try:
-            with torch.autocast(device.type, dtype=dtype, enabled=enabled, cache_enabled=False):
+            with recording_autocast(device):
                 rec = _Recording(fn, inputs, pool)
         except Exception as exc:  # noqa: BLE001 - any failure to record means: run eagerly
             warnings.warn(f"attack: CUDA-graph recording failed ({type(exc).__name__}: "

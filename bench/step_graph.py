@@ -38,6 +38,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .attacks.graphs import autocast_key, model_key, recording_autocast
+
 WARMUP = 2
 
 CUDA_GRAPH_CHOICES = ("auto", "off")
@@ -89,12 +91,9 @@ class GraphedLossStep:
     # -- the key: what the recorded kernels bake in ----------------------------------------------
     def _key(self, x: Tensor, x_adv: Tensor, y: Tensor) -> tuple:
         state = [t for s in self.opt.state.values() for t in s.values() if isinstance(t, Tensor)]
-        kind = x.device.type
         return (tuple((tuple(t.shape), t.dtype, t.stride()) for t in (x, x_adv, y)),
                 tuple(g["lr"] for g in self.opt.param_groups), self.defense.graph_key(),
-                torch.is_autocast_enabled(kind), torch.get_autocast_dtype(kind),
-                tuple(t.data_ptr() for t in (*self.model.parameters(), *self.model.buffers(), *state)),
-                tuple(m.training for m in self.model.modules()))
+                autocast_key(x.device), model_key(self.model, *state))
 
     def __call__(self, x: Tensor, x_adv: Tensor, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         if self.failed:
@@ -136,11 +135,8 @@ class GraphedLossStep:
         self.inputs = [t.detach().clone() for t in (x, x_adv, y)]
         graph = torch.cuda.CUDAGraph()
         self.opt.zero_grad(set_to_none=True)  # gradients are allocated inside the graph's pool
-        kind = x.device.type
-        enabled, dtype = torch.is_autocast_enabled(kind), torch.get_autocast_dtype(kind)
         torch.cuda.synchronize(x.device)
-        with torch.autocast(kind, dtype=dtype, enabled=enabled, cache_enabled=False), \
-                torch.cuda.graph(graph, capture_error_mode="thread_local"):
+        with recording_autocast(x.device), torch.cuda.graph(graph, capture_error_mode="thread_local"):
             loss, parts = self._loss(*self.inputs)
             self._update(loss)
         self.loss, self.parts = loss.detach(), {k: v.detach() for k, v in parts.items()}

@@ -55,7 +55,9 @@ def defense_graph_safe(defense: Any) -> bool:
 
 class GraphedLossStep:
     """``loss, parts = step(x, x_adv, y)``: the defense's loss, ``zero_grad``, backward, optional gradient
-    clipping and the optimizer step, eager for the warm-up steps and replayed from a CUDA graph after."""
+    clipping and the optimizer step, eager for the warm-up steps and replayed from a CUDA graph after.
+    ``autocast`` builds the loss's autocast context (or is None): built per call, so that inside a recording
+    it takes the weight-cache-off setting of :func:`~neokd_bench.attacks.graphs.recording_autocast`."""
 
     def __init__(self, model: nn.Module, defense: Any, opt: torch.optim.Optimizer, params: Sequence[Tensor],
                  clip: float | None, autocast: Callable[[], Any] | None) -> None:

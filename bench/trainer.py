@@ -337,6 +337,8 @@ def train(
     autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16) if amp == "bf16" else None
     graphed = None
     if device.type == "cuda" and not distributed and cfg.cuda_graph == "auto" and defense_graph_safe(defense):
+        # a factory, not ``autocast``: a torch.autocast takes the weight-cache setting in force when it is built,
+        # and the loss's autocast must be built inside the recording, where that cache is off
         graphed = GraphedLossStep(model, defense, opt, params, cfg.grad_clip_norm,
                                   (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if amp == "bf16" else None)
     t_start = time.perf_counter()
@@ -363,8 +365,6 @@ def train(
                 if pass_index:
                     kw["index"] = idx
                 if graphed is not None:  # the defense's own training_step, split: attack, then the graphed rest
-                    if defense.epoch is None:
-                        defense.start_epoch(epoch)
                     with autocast if autocast is not None else contextlib.nullcontext():
                         x_adv = defense.adversarial(model, x, y, index=kw.get("index"))
                     loss, parts = graphed(x, x_adv, y)  # loss, backward and optimizer step

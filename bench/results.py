@@ -392,18 +392,20 @@ def write_result(path: str | os.PathLike, obj: dict) -> Path:
 
 def load_result(path: str | os.PathLike) -> dict:
     """Read and validate a result file; errors name the file and the field."""
+    from .safe_io import kind_of, loads_json, read_bytes
+
     path = Path(path)
     if not path.is_file():
-        raise UsageError(f"result file {path} not found; pass the path of a result JSON written by `neokd-bench eval`")
+        kind = f" as a file: it is {kind_of(path.stat().st_mode)}" if path.exists() else ""
+        raise UsageError(f"result file {path} not found{kind}; pass the path of a result JSON written by "
+                         f"`neokd-bench eval`")
+    data = read_bytes(path, "result file")  # bounded; a fifo or a device is refused, never read
     try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
+        text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ResultValidationError(f"{path}: a binary file, not a result JSON (a checkpoint.pt? evaluate it with "
                                     f"`neokd-bench eval` and pass the JSON it writes)") from exc
-    except json.JSONDecodeError as exc:
-        raise ResultValidationError(f"{path}: not JSON ({exc.msg} at line {exc.lineno})") from exc
-    except OSError as exc:
-        raise UsageError(f"result file {path} cannot be read ({exc.strerror})") from exc
+    obj = loads_json(text, str(path))  # bounded nesting and integers; "PATH: not JSON, ..." in one line
     try:
         validate_result(obj)
     except ResultValidationError as exc:

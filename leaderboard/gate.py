@@ -70,3 +70,53 @@ def format_rows(rows: list[dict]) -> list[str]:
         out.append(f"{r['what']:<18} {r['exit']:>4} {100 * r['reference']:>9.2f} {100 * r['now']:>7.2f} "
                    f"{100 * r['delta']:>+7.2f} {100 * r['tolerance']:>9.2f}  {r['verdict']}")
     return out
+
+
+#: The attack gate file's fields: name -> (type, what to write). ``reference`` is needed unless ``--write``.
+GATE_FIELDS: dict[str, tuple[type, str]] = {
+    "checkpoint": (str, '"smallcnn-adv-smoke.pt" (a file beside the gate file)'),
+    "checkpoint_sha256": (str, "the checkpoint's sha256, 64 hex digits"),
+    "dataset": (str, '"fashion-mnist"'), "source": (str, '"bundled"'),
+    "test_limit": (int, "200"), "threads": (int, "2"),
+    "attacks": (list, '[{"name": "pgd", "objective": "average", "steps": 20, "seeds": [0]}]'),
+    "reference": (dict, 'what --write records: {"n": 200, "clean": [...], "adversarial": {LABEL: [...]}}'),
+}
+
+
+def check_gate(doc: object, source: str, need_reference: bool = True) -> dict:
+    """``doc`` (a parsed attack gate file) has every field with its type; else one line naming the field, the
+    file and what to write. Returns ``doc``."""
+    from neokd_bench.errors import UsageError
+
+    hint = "see the committed leaderboard/gate/attack-gate.json"
+    if not isinstance(doc, dict):
+        raise UsageError(f"attack gate file {source}: expected a JSON object of {', '.join(GATE_FIELDS)}, got "
+                         f"{type(doc).__name__}; {hint}")
+    for key, (kind, example) in GATE_FIELDS.items():
+        if key == "reference" and not need_reference and key not in doc:
+            continue
+        value = doc.get(key)
+        if key not in doc or isinstance(value, bool) or not isinstance(value, kind):
+            got = "missing" if key not in doc else f"a {type(value).__name__}"
+            raise UsageError(f"attack gate file {source}: field {key} is {got}, expected a {kind.__name__}, e.g. "
+                             f"{example}; {hint}")
+    name = doc["checkpoint"]
+    if not name or "/" in name or "\\" in name or name in (".", ".."):
+        raise UsageError(f"attack gate file {source}: field checkpoint {name!r} must be a file name beside the "
+                         f"gate file, e.g. smallcnn-adv-smoke.pt")
+    for key in ("test_limit", "threads"):
+        if not 1 <= doc[key] <= 1_000_000:
+            raise UsageError(f"attack gate file {source}: field {key} must be in 1..1000000, got {doc[key]}")
+    if not doc["attacks"] or not all(isinstance(a, dict) and isinstance(a.get("name"), str) for a in doc["attacks"]):
+        raise UsageError(f"attack gate file {source}: field attacks must be a non-empty list of objects with a "
+                         f"name, e.g. {GATE_FIELDS['attacks'][1]}")
+    ref = doc.get("reference")
+    if ref is not None:
+        n, adv = ref.get("n"), ref.get("adversarial")
+        ok = (isinstance(n, int) and not isinstance(n, bool) and n >= 1 and isinstance(adv, dict)
+              and all(isinstance(v, list) and all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                                                  for x in v) for v in adv.values()))
+        if not ok:
+            raise UsageError(f"attack gate file {source}: field reference must hold n (a count of at least 1) and "
+                             f"adversarial (label -> per-exit accuracies); rerun with --write to record it")
+    return doc

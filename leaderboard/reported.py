@@ -10,6 +10,7 @@ from functools import cache
 from pathlib import Path
 
 from neokd_bench.errors import UsageError
+from neokd_bench.safe_io import load_json
 
 REPORTED_DIR = Path(__file__).resolve().parent / "reported"
 SCHEMA_NAME = "reported.schema.json"
@@ -55,7 +56,7 @@ def load_reported(folder: str | Path = REPORTED_DIR) -> list[dict]:
     for path in sorted(Path(folder).glob("*.json")):
         if path.name == SCHEMA_NAME:
             continue
-        doc = json.loads(path.read_text(encoding="utf-8"))
+        doc = load_json(path, "reported-number file")  # bounded: regular files, size, nesting, digits
         check_reported(doc, str(path))
         out += [{**e, "paper": doc["paper"], "file": path.name, "order": i} for i, e in enumerate(doc["entries"])]
     return sorted(out, key=lambda e: (e["dataset"], e["file"], e["order"]))

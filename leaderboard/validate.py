@@ -13,7 +13,6 @@ numbers). The consistency step adds what a schema cannot say:
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
@@ -21,6 +20,7 @@ from typing import Any
 from neokd_bench.presets import THREAT
 from neokd_bench.registry import ATTACKS, DATASETS
 from neokd_bench.results import PATH_FIELDS, ResultValidationError, validate_result
+from neokd_bench.safe_io import InputFileError, loads_json, read_text
 
 EPS_TOL = 1e-6
 
@@ -71,14 +71,13 @@ def check_file(path: str | Path) -> tuple[dict | None, list[str]]:
     """``(document or None, problems)``; every problem is one line that starts with the file's path."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        return None, [f"{path}: cannot read the file ({exc.__class__.__name__}); pass a result JSON"]
+        text = read_text(path, "")
+    except InputFileError as exc:
+        return None, [f"{exc}; a result JSON is a regular UTF-8 file"]
     try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as exc:
-        return None, [(f"{path}: (top level): not JSON, truncated or corrupt ({exc.msg} at line {exc.lineno}, "
-                       f"column {exc.colno})")]
+        doc = loads_json(text, f"{path}: (top level)")
+    except InputFileError as exc:
+        return None, [str(exc)]
     try:
         validate_result(doc)
     except ResultValidationError as exc:

@@ -104,12 +104,13 @@ def measure_attacks(gate: dict, folder: Path, overrides: dict[str, Any] | None =
 
 
 def _check_attacks(gate_path: Path, sets: list[str], write: bool) -> bool:
-    from ..leaderboard.gate import ATTACK_RULE, attack_rows, format_rows
+    from ..leaderboard.gate import ATTACK_RULE, attack_rows, check_gate, format_rows
+    from ..safe_io import load_json
     from .run import parse_sets
 
-    check(gate_path.is_file(), f"attack gate file {gate_path} not found; the committed one is "
-                               "leaderboard/gate/attack-gate.json")
-    gate = json.loads(gate_path.read_text(encoding="utf-8"))
+    check(gate_path.exists(), f"attack gate file {gate_path} not found; the committed one is "
+                              "leaderboard/gate/attack-gate.json")
+    gate = check_gate(load_json(gate_path, "attack gate file"), str(gate_path), need_reference=not write)
     overrides = parse_sets(sets)
     measured = measure_attacks(gate, gate_path.parent, overrides)
     if write:
@@ -120,6 +121,9 @@ def _check_attacks(gate_path: Path, sets: list[str], write: bool) -> bool:
         atomic_write(gate_path, json.dumps(gate, indent=2) + "\n")
         print(f"wrote the measured numbers into {gate_path}")
         return False
+    missing = sorted(set(gate["reference"]["adversarial"]) - set(measured["adversarial"]))
+    check(not missing, f"attack gate file {gate_path}: reference label(s) {', '.join(missing)} match no gate attack; "
+                       f"rerun with --write to record the attacks' numbers")
     rows = attack_rows(gate["reference"], measured)
     print(ATTACK_RULE)
     desc = ", ".join(f"{k}={v}" for k, v in overrides.items())

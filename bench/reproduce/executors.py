@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
+from ..safe_io import load_json, load_toml
 from .grids import Run
 
 LOG_NAME = "reproduce.log"
@@ -49,8 +50,8 @@ def is_done(run: Run) -> bool:
     """A run is done when every result file it writes exists and parses as a JSON object."""
     for path in run.outputs():
         try:
-            doc = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            doc = load_json(path, "result file")
+        except UsageError:  # missing, not a regular file, truncated: not done
             return False
         if not isinstance(doc, dict) or "evaluation" not in doc:
             return False
@@ -163,40 +164,52 @@ class SlurmOptions:
         return params
 
 
+#: Whole-number Slurm options and their least value (Slurm keeps them as 32-bit numbers).
+SLURM_INTS = {"gpus_per_job": 0, "time_min": 1, "cpus_per_job": 1, "mem_gb": 1, "array_parallelism": 1}
+#: A Slurm name (partition, account, qos) or constraint expression: no whitespace, quote, ``#``, ``$``, ``;``,
+#: backslash or control character, so that a value stays one word of its ``#SBATCH`` line (a newline would start
+#: a line of its own in the script, a space another option).
+_SLURM_NAME = re.compile(r"[A-Za-z0-9_.,:+@/=-]{1,200}")
+_SLURM_CONSTRAINT = re.compile(r"[A-Za-z0-9_.,:+@/=&|*!()\[\]-]{1,200}")
+
+
+def _check_slurm_value(key: str, value: Any, where: str) -> None:
+    """One line naming ``where`` (``--partition`` or ``--slurm-config FILE: partition``) unless ``value`` fits."""
+    if key in SLURM_INTS:
+        low = SLURM_INTS[key]
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value < 2**31:
+            raise UsageError(f"{where} must be a whole number in {low}..{2**31 - 1}, got {value!r}; "
+                             f"e.g. {key} = {max(low, 1)}")
+        return
+    pattern = _SLURM_CONSTRAINT if key == "constraint" else _SLURM_NAME
+    if not isinstance(value, str) or not pattern.fullmatch(value):
+        raise UsageError(f"{where} must be one word of letters, digits and _.,:+@/=-"
+                         f"{'&|*!()[]' if key == 'constraint' else ''} (no space, newline, quote or #), "
+                         f"got {value!r}; e.g. {key} = \"gpu\"")
+
+
 def load_slurm_options(config: str | Path | None, **flags: Any) -> SlurmOptions:
-    """Options from a TOML or JSON file (keys of :data:`SLURM_KEYS`), then flags on top (None = unset)."""
+    """Options from a TOML or JSON file (keys of :data:`SLURM_KEYS`), then flags on top (None = unset). Every
+    value is checked by type (:func:`_check_slurm_value`): none can add a line or an option to the sbatch
+    script."""
     values: dict[str, Any] = {}
     if config is not None:
         path = Path(config)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise UsageError(f"--slurm-config: cannot read {path} ({exc.strerror}); pass a TOML or JSON file") from exc
-        try:
-            if path.suffix == ".json":
-                values = json.loads(text)
-            else:
-                try:
-                    import tomllib
-                except ImportError as exc:  # Python 3.10
-                    raise UsageError(f"--slurm-config {path}: reading TOML needs Python 3.11; write the same "
-                                     f"keys as a .json file") from exc
-                values = tomllib.loads(text)
-        except ValueError as exc:
-            raise UsageError(f"--slurm-config {path}: not valid {path.suffix[1:] or 'TOML'} "
-                             f"({str(exc).splitlines()[0]})") from exc
+        where = f"--slurm-config {path}"
+        values = load_json(path, "--slurm-config") if path.suffix == ".json" else load_toml(path, "--slurm-config")
         values = values.get("slurm", values) if isinstance(values, dict) else values
         if not isinstance(values, dict):
-            raise UsageError(f"--slurm-config {path}: expected a table of options, e.g. partition = \"gpu\"")
+            raise UsageError(f"{where}: expected a table of options, e.g. partition = \"gpu\"")
         unknown = sorted(set(values) - set(SLURM_KEYS))
         if unknown:
-            raise UsageError(f"--slurm-config {path}: unknown key(s) {', '.join(unknown)}; "
+            raise UsageError(f"{where}: unknown key(s) {', '.join(unknown)[:200]}; "
                              f"use {', '.join(SLURM_KEYS)}")
-    values.update({k: v for k, v in flags.items() if v is not None})
-    for key in ("gpus_per_job", "time_min", "cpus_per_job", "array_parallelism"):
-        if not isinstance(values.get(key, 1), int) or values.get(key, 1) < (0 if key == "gpus_per_job" else 1):
-            raise UsageError(f"slurm option {key} must be a whole number of at least "
-                             f"{0 if key == 'gpus_per_job' else 1}, got {values[key]!r}")
+        for key, value in values.items():
+            _check_slurm_value(key, value, f"{where}: {key}")
+    for key, value in flags.items():
+        if value is not None:
+            _check_slurm_value(key, value, f"--{key.replace('_', '-')}")
+            values[key] = value
     return SlurmOptions(**values)
 
 

@@ -12,13 +12,13 @@ dataset's and only the layout is comparable; the header says so.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
 from ..leaderboard.aggregate import diff_text, dumps, load_results, make_entries, markdown, metric_values, summarize
 from ..leaderboard.reported import load_reported
 from ..leaderboard.stats import welch_diff
+from ..safe_io import load_json
 from ..utils import atomic_write_text
 from .grids import Grid, Run
 
@@ -66,7 +66,7 @@ def _measured(paths: list[Path]) -> dict[str, dict]:
     """defense -> leaderboard entry (mean ± std over seeds) of the given result files."""
     loaded = []
     for p in paths:
-        loaded.append((p, json.loads(p.read_text(encoding="utf-8"))))
+        loaded.append((p, load_json(p, "result file")))
     return {e["defense"]: e for e in make_entries(loaded)} if loaded else {}
 
 

@@ -33,6 +33,8 @@ DETAIL_KEYS = ("config", "assumptions", "training_config", "attacks", "provenanc
 
 def result_files(folders: Iterable[str | Path]) -> list[Path]:
     """Every result JSON under ``folders`` (recursively, sorted), ``summary.json`` files excluded."""
+    from neokd_bench.safe_io import kind_of
+
     files: list[Path] = []
     for folder in folders:
         folder = Path(folder)
@@ -40,8 +42,18 @@ def result_files(folders: Iterable[str | Path]) -> list[Path]:
             files.append(folder)
             continue
         if not folder.is_dir():
+            if folder.exists():  # a fifo or a device: never opened (reading one could block forever)
+                raise UsageError(f"{folder} is {kind_of(folder.stat().st_mode)}, not a result file or folder; "
+                                 f"pass result JSON files or folders of them")
             raise UsageError(f"no result file or folder at {folder}; pass result JSON files or folders of them")
-        files += [p for p in sorted(folder.rglob("*.json")) if p.name not in NOT_RESULTS]
+        for p in sorted(folder.rglob("*.json")):
+            if p.name in NOT_RESULTS or p.is_dir():
+                continue
+            if not p.is_file():  # a fifo named *.json would block the reader: refused, never opened
+                kind = kind_of(p.stat().st_mode) if p.exists() else "a broken link"
+                raise UsageError(f"{p} is {kind}, not a result file; remove it from {folder} or pass the result "
+                                 f"files one by one")
+            files.append(p)
     return files
 
 

@@ -73,7 +73,7 @@ def check_file(path: str | Path) -> tuple[dict | None, list[str]]:
     try:
         text = read_text(path, "")
     except InputFileError as exc:
-        return None, [f"{exc}; a result JSON is a regular UTF-8 file"]
+        return None, [str(exc)]
     try:
         doc = loads_json(text, f"{path}: (top level)")
     except InputFileError as exc:

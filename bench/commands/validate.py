@@ -7,6 +7,7 @@ file has a problem. A folder stands for every result JSON under it.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 
@@ -18,9 +19,13 @@ def add_parser(sub: Any) -> None:
 
 
 def run_validate(args: argparse.Namespace) -> int:
+    from ..errors import check
     from ..leaderboard.aggregate import result_files
     from ..leaderboard.validate import check_file
 
+    for arg in args.files:  # an empty folder is a mistake (a wrong path), not "0 of 0 valid"
+        check(not Path(arg).is_dir() or bool(result_files([arg])),
+              f"no result files in {arg}; pass a folder holding result JSON files, or the files themselves")
     bad = 0
     files = result_files(args.files)
     for path in files:

@@ -57,6 +57,7 @@ def run_eval(args: argparse.Namespace) -> int:
     from ..evaluation.options import (
         DEFAULT_METRICS,
         check_attacks,
+        check_metric_options,
         check_policy,
         parse_attack_list,
         parse_ints,
@@ -80,6 +81,8 @@ def run_eval(args: argparse.Namespace) -> int:
           f"--budget-index must be in 0..{n_alloc - 1}, got {args.budget_index}")
     check_policy(args.policy)
     metrics = parse_metrics(args.metrics) or DEFAULT_METRICS
+    check_metric_options(metrics, {"--policy": args.policy, "--budget-index": args.budget_index,
+                                   "--policy-budgets": policy_budgets}, n_alloc)
     attacks = parse_attack_list(args.attacks) if args.attacks is not None else None
     if attacks is not None:
         check_attacks(attacks)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from ..errors import UsageError, check
@@ -16,13 +17,18 @@ def parse_ints(text: str | None, flag: str) -> tuple[int, ...] | None:
     """``"0,1,2"`` -> ``(0, 1, 2)``; None stays None; an empty list or a non-integer is a one-line error."""
     if text is None:
         return None
-    try:
-        vals = tuple(int(t) for t in text.split(",") if t.strip())
-    except ValueError as exc:
-        raise UsageError(f"{flag} expects comma-separated integers, got {text!r}; e.g. {flag} 0,1,2") from exc
-    check(bool(vals), f"{flag} is empty; e.g. {flag} 0,1,2")
-    for v in vals:
-        check(0 <= v < 2**63, f"{flag}: seed {v} is outside 0..2**63-1; e.g. {flag} 0,1,2")
+    items = [t.strip() for t in text.split(",")]
+    check(any(items), f"{flag} is empty; e.g. {flag} 0,1,2")
+    check(all(items), f"{flag} {text!r} has an empty item (two commas, or one at an end); e.g. {flag} 0,1,2")
+    for t in items:
+        check(re.fullmatch(r"[+-]?[0-9]+", t) is not None,
+              f"{flag} expects comma-separated integers, got {text!r}; e.g. {flag} 0,1,2")
+        check(t[0] != "-" and len(t) <= 20 and int(t) < 2**63,
+              f"{flag}: seed {t[:24]} is outside 0..2**63-1; e.g. {flag} 0,1,2")
+    vals = tuple(int(t) for t in items)
+    twice = sorted({v for v in vals if vals.count(v) > 1})
+    check(not twice, f"{flag}: seed {twice[0] if twice else ''} is given twice (each seed counts once); "
+                     f"e.g. {flag} 0,1,2")
     return vals
 
 
@@ -86,3 +92,23 @@ def check_policy(name: str | None, flag: str = "--policy") -> None:
     from .policies import POLICIES
 
     check(name in POLICIES, f"unknown policy {name!r}; use {flag} with one of {','.join(POLICIES.names())}")
+
+
+#: Options that only a metric reads: flag -> the metrics that use it (given without any of them, they would be
+#: ignored without a word).
+METRIC_OPTIONS = {"--policy": ("budgeted", "efficiency"), "--budget-index": ("efficiency",),
+                  "--policy-budgets": ("efficiency",)}
+
+
+def check_metric_options(metrics: tuple[str, ...], given: dict[str, Any], allocations: int) -> None:
+    """Each option of ``given`` (flag -> value, None: not given) has a metric in ``metrics`` that reads it, and
+    ``--policy-budgets`` asks for at most the ``allocations`` budgets that the curve has."""
+    for flag, value in given.items():
+        users = METRIC_OPTIONS.get(flag, ())
+        if value is not None and users and not set(users) & set(metrics):
+            raise UsageError(f"{flag} is read by --metrics {' or '.join(users)} only, which this evaluation does "
+                             f"not run; add it, e.g. --metrics {','.join(metrics)},{users[-1]}, or drop {flag}")
+    count = given.get("--policy-budgets")
+    if isinstance(count, int):
+        check(count <= allocations, f"--policy-budgets {count} is more than the {allocations} budget allocations "
+                                    f"of the curve; use at most {allocations}, or 'all', or raise --budget-allocations")

@@ -16,6 +16,7 @@ After the runs: ``<runs-dir>/TABLE.md`` in the paper's layout, and the results c
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -69,8 +70,14 @@ def run(args: argparse.Namespace) -> int:
     grid = get_grid(args.table, args.dataset, args.preset, parse_ints(args.seeds, "--seeds"), defenses)
     train_preset(grid.dataset, grid.preset)  # an unknown (dataset, preset) fails now, with what to type
     check(args.jobs >= 1, f"--jobs must be at least 1, got {args.jobs}; e.g. --jobs 2")
+    check_run_args(args.run_arg)
     runs_dir = Path(args.runs_dir) if args.runs_dir else Path("runs") / "reproduce" / grid.name
+    plans_only = args.dry_run or (args.executor == "slurm" and args.print_sbatch)
+    _check_folder_arg(runs_dir, "--runs-dir", probe=not plans_only)
+    if not args.no_board and args.board and not (plans_only and not args.report_only):
+        _check_folder_arg(Path(args.board), "--board", probe=True)
     runs = plan(grid, runs_dir, tuple(args.run_arg))
+    _check_run_argv(runs[0].argv(False)[1:])  # the grid's options and --run-arg, as `run` reads them
     if args.dry_run:
         return _dry_run(grid, runs, args.device)
     if args.report_only:
@@ -88,6 +95,85 @@ def run(args: argparse.Namespace) -> int:
               f"command to resume them", file=sys.stderr)
         return 1
     return 0
+
+
+#: `run` options that the grid sets for every run (and --help) -> what to type instead.
+GRID_OPTIONS = {"--defense": "use reproduce's --defenses instead", "--dataset": "use reproduce's --dataset instead",
+                "--preset": "use reproduce's --preset instead", "--seed": "use reproduce's --seeds instead",
+                "--out": "use reproduce's --runs-dir instead",
+                "--resume": "drop it: rerunning the same command resumes every run",
+                "--train-attack": "drop it: the table fixes its training attack",
+                "--help": "type `neokd-bench run --help` instead"}
+
+
+def _run_option_strings() -> list[str]:
+    from .run import add_parser as add_run
+
+    sub = argparse.ArgumentParser(prog="neokd-bench").add_subparsers()
+    add_run(sub)
+    return sorted(sub.choices["run"]._option_string_actions)
+
+
+def check_run_args(run_args: list[str]) -> None:
+    """No ``--run-arg`` sets what the grid sets (:data:`GRID_OPTIONS`): not as ``--x=v``, ``--x v`` nor as a
+    prefix that argparse would expand to it; none holds a control character (a newline would start a line of its
+    own in an sbatch script). One line naming the grid's option otherwise."""
+    options = _run_option_strings()
+    aliases = {"-h": "--help"}
+    for arg in run_args:
+        if any(ord(ch) < 32 or ord(ch) == 127 for ch in arg):
+            raise UsageError(f"--run-arg {arg!r} holds a control character (a newline?); pass one plain option "
+                             f"per --run-arg, e.g. --run-arg=--train-limit=64")
+        if not arg.startswith("-") or arg == "-" or arg[1:2].isdigit():
+            continue  # a value (of the option before it)
+        name = arg.split("=", 1)[0]
+        if name in aliases:
+            resolved = aliases[name]
+        elif name in options:
+            resolved = name
+        else:  # argparse expands an unambiguous prefix of a long option (allow_abbrev)
+            hits = [o for o in options if o.startswith(name) and o.startswith("--")] if name.startswith("--") else []
+            resolved = hits[0] if len(hits) == 1 else None
+            if len(hits) > 1 and any(h in GRID_OPTIONS for h in hits):
+                raise UsageError(f"--run-arg {arg!r}: {name} could mean {', '.join(hits)}, and the grid sets "
+                                 f"{', '.join(h for h in hits if h in GRID_OPTIONS)}; write an option in full")
+        if resolved in GRID_OPTIONS:
+            raise UsageError(f"--run-arg {arg!r}: {resolved} is set by the grid for every run; "
+                             f"{GRID_OPTIONS[resolved]}")
+
+
+def _check_run_argv(argv: list[str]) -> None:
+    """Parse a run's command line with `run`'s own parser now: an unknown option, a bad value type or an
+    ambiguous prefix in ``--run-arg`` is one line before any run starts, not N failed runs."""
+    from .run import add_parser as add_run
+
+    class _Strict(argparse.ArgumentParser):
+        def error(self, message: str) -> None:
+            raise UsageError(f"--run-arg: `neokd-bench run` would refuse it: {message}; "
+                             f"see `neokd-bench run --help`")
+
+    sub = _Strict(prog="neokd-bench").add_subparsers(parser_class=_Strict)
+    add_run(sub)
+    sub.choices["run"].parse_args(argv)
+
+
+def _check_folder_arg(path: Path, flag: str, probe: bool) -> None:
+    """``path`` can be the folder of ``flag``: not a file, nothing under a file, no control character; with
+    ``probe``, writable too (``--dry-run`` and ``--print-sbatch`` only print: a cluster path need not exist)."""
+    from ..utils import check_output_dir
+
+    text = str(path)
+    check(not any(ord(ch) < 32 or ord(ch) == 127 for ch in text),
+          f"{flag} {text!r} holds a control character (a newline?); choose a plain folder path with {flag}")
+    if probe:
+        check_output_dir(path, flag)
+    else:
+        p = path
+        while not p.exists() and p.parent != p:
+            p = p.parent
+        check(not p.exists() or p.is_dir(),
+              f"{flag} {path} {'is a file' if p == path else f'lies under {p}, which is a file'}; "
+              f"give a folder path with {flag}")
 
 
 def _publish(args: argparse.Namespace, grid, runs, runs_dir: Path) -> None:
@@ -149,11 +235,11 @@ def _dry_run(grid, runs, device: str) -> int:
     print(f"dataset {grid.dataset}, preset {grid.preset}, model {cost.model}, {len(runs)} runs")
     for r in runs:
         state = "done" if is_done(r) else ("resume" if (r.folder / "checkpoint.pt").is_file() else "todo")
-        print(f"  [{state}] neokd-bench {' '.join(r.argv(False))}")
+        print(f"  [{state}] neokd-bench {shlex.join(r.argv(False))}")
         for out in r.outputs():
             print(f"          -> {out}")
         if r.eval_result is not None:
-            print(f"          then neokd-bench {' '.join(r.eval_argv())}")
+            print(f"          then neokd-bench {shlex.join(r.eval_argv())}")
     todo = [r for r in runs if not is_done(r)]
     per_run = cost.seconds_per_run
     print(f"cost: {cost.flops / 1e6:.2f} MFLOPs per forward pass (fvcore) x "

@@ -170,6 +170,7 @@ SLURM_INTS = {"gpus_per_job": 0, "time_min": 1, "cpus_per_job": 1, "mem_gb": 1, 
 #: backslash or control character, so that a value stays one word of its ``#SBATCH`` line (a newline would start
 #: a line of its own in the script, a space another option).
 _SLURM_NAME = re.compile(r"[A-Za-z0-9_.,:+@/=-]{1,200}")
+_EXAMPLES = {"partition": "gpu", "account": "lab", "qos": "normal", "constraint": "a100"}
 _SLURM_CONSTRAINT = re.compile(r"[A-Za-z0-9_.,:+@/=&|*!()\[\]-]{1,200}")
 
 
@@ -185,7 +186,7 @@ def _check_slurm_value(key: str, value: Any, where: str) -> None:
     if not isinstance(value, str) or not pattern.fullmatch(value):
         raise UsageError(f"{where} must be one word of letters, digits and _.,:+@/=-"
                          f"{'&|*!()[]' if key == 'constraint' else ''} (no space, newline, quote or #), "
-                         f"got {value!r}; e.g. {key} = \"gpu\"")
+                         f"got {value!r}; e.g. {key} = \"{_EXAMPLES.get(key, 'gpu')}\"")
 
 
 def load_slurm_options(config: str | Path | None, **flags: Any) -> SlurmOptions:

@@ -97,8 +97,8 @@ def check_gate(doc: object, source: str, need_reference: bool = True) -> dict:
             continue
         value = doc.get(key)
         if key not in doc or isinstance(value, bool) or not isinstance(value, kind):
-            got = "missing" if key not in doc else f"a {type(value).__name__}"
-            raise UsageError(f"attack gate file {source}: field {key} is {got}, expected a {kind.__name__}, e.g. "
+            got = "missing" if key not in doc else f"of type {type(value).__name__}"
+            raise UsageError(f"attack gate file {source}: field {key} is {got}, expected {kind.__name__}, e.g. "
                              f"{example}; {hint}")
     name = doc["checkpoint"]
     if not name or "/" in name or "\\" in name or name in (".", ".."):

@@ -146,9 +146,94 @@ def _dataset_pages(entries: list[dict], reported: list[dict], tabs: list[dict], 
     return pages
 
 
+#: The file every build writes into its site, listing the files it wrote: a later build replaces only a folder
+#: that holds it and no other file.
+MARKER = ".neokd-bench-site"
+
+
+def _site_files(folder: Path) -> list[str]:
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if not p.is_dir() or p.is_symlink())
+
+
+def _previous_build(final: Path, shown: Path) -> bool:
+    """Whether ``final`` exists (a folder this command may replace); a file, or a folder holding anything a
+    build did not write, is a one-line error: the build never deletes a file it did not write."""
+    from neokd_bench.errors import UsageError
+    from neokd_bench.safe_io import InputFileError, read_text
+
+    if not final.exists():
+        return False
+    if not final.is_dir():
+        raise UsageError(f"--out {shown} is a file; give a folder path with --out")
+    present = list(final.rglob("*"))
+    if not present:
+        return True
+    marker = final / MARKER
+    if not marker.is_file():
+        raise UsageError(f"--out {shown} is not empty and is not a site this command built (no {MARKER} file); "
+                         f"choose a new or empty folder with --out")
+    try:
+        written = set(read_text(marker, "").splitlines()[1:])
+    except InputFileError as exc:
+        raise UsageError(f"--out {shown}: {exc}; choose a new or empty folder with --out") from None
+    kept = written | {MARKER}
+    parents = {q.as_posix() for w in kept for q in Path(w).parents if q != Path(".")}
+    for p in sorted(present):
+        rel = p.relative_to(final).as_posix()
+        if rel not in kept and not (p.is_dir() and not p.is_symlink() and rel in parents):
+            raise UsageError(f"--out {shown} holds {rel}, which no build wrote; move it away or choose another "
+                             f"folder with --out (a build replaces the whole folder)")
+    return True
+
+
 def build(result_dirs: Iterable[str | Path], out: str | Path, reported_dir: str | Path = REPORTED_DIR,
           efficiency_dirs: Iterable[str | Path] = ()) -> dict:
     """Build the site into ``out``; returns ``{"pages": [...], "entries": n, "files": n}``.
+
+    The site is written into a fresh folder beside ``out`` and swapped in when complete, so a failed build
+    leaves ``out`` as it was. ``out`` must be new, empty or a previous build holding only what that build
+    wrote (listed in its :data:`MARKER` file); anything else is refused before any work, never deleted."""
+    import os
+    import secrets
+
+    from neokd_bench.utils import check_output_dir
+
+    shown = Path(out)
+    check_output_dir(shown, "--out")
+    final = shown.resolve()
+    replace = _previous_build(final, shown)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        tmp = final.parent / f".{final.name}.building-{secrets.token_hex(4)}"
+        try:
+            os.mkdir(tmp)
+            break
+        except FileExistsError:
+            continue
+    try:
+        info = _build_into(result_dirs, tmp, reported_dir, efficiency_dirs)
+        _write(tmp / MARKER, "neokd-bench leaderboard build: the files it wrote\n"
+               + "".join(f + "\n" for f in _site_files(tmp)))
+        if replace:  # two renames: out is either the old site or the new one, never a mix
+            old = final.parent / f".{final.name}.old-{secrets.token_hex(4)}"
+            os.rename(final, old)
+            try:
+                os.rename(tmp, final)
+            except OSError:
+                os.rename(old, final)
+                raise
+            shutil.rmtree(old)
+        else:
+            os.rename(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return info
+
+
+def _build_into(result_dirs: Iterable[str | Path], out: str | Path, reported_dir: str | Path = REPORTED_DIR,
+                efficiency_dirs: Iterable[str | Path] = ()) -> dict:
+    """Build the site into the fresh folder ``out`` (see :func:`build`).
 
     ``efficiency_dirs``: folders of efficiency eval files (``neokd-bench eval --metrics efficiency``), joined
     to the result of the same weights (same ``training.checkpoint_sha256``) when it has no efficiency of its
@@ -163,9 +248,6 @@ def build(result_dirs: Iterable[str | Path], out: str | Path, reported_dir: str 
     digest = hashlib.sha256()
     for path, _ in sorted(loaded, key=lambda pd: pd[0].name) + sorted(eff_loaded, key=lambda pd: str(pd[0])):
         digest.update(path.name.encode("utf-8") + b"\0" + path.read_bytes())
-    if out.exists():
-        for sub in ("plots", "entry"):
-            shutil.rmtree(out / sub, ignore_errors=True)
     (out / "static").mkdir(parents=True, exist_ok=True)
     for f in sorted((HERE / "static").iterdir()):
         _write(out / "static" / f.name, f.read_text(encoding="utf-8"))

@@ -143,9 +143,11 @@ def _to_tuple(args: tuple[Any, ...], value: Any) -> tuple[Any, ...]:
     if isinstance(value, str):
         s = value.strip()
         if s.startswith("["):
+            from .safe_io import NotJSONError, loads_json
+
             try:
-                value = json.loads(s)
-            except json.JSONDecodeError:
+                value = loads_json(s, "a list value")
+            except NotJSONError:
                 raise _NoConversion from None
         else:
             value = [t.strip() for t in s.split(",")] if s else []

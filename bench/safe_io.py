@@ -46,6 +46,10 @@ class InputFileError(UsageError):
     """A user's file cannot be read safely; the message is one line naming the file."""
 
 
+class NotJSONError(InputFileError):
+    """The text is not JSON at all (truncated, corrupt); the bounds themselves raise :class:`InputFileError`."""
+
+
 def _label(what: str, path: Path | str) -> str:
     return f"{what} {path}" if what else str(path)
 
@@ -142,14 +146,14 @@ def loads_json(text: str, source: str = "input", max_depth: int = MAX_DEPTH,
     """Parse JSON text with bounded nesting and integer size; ``source`` names it in the one-line errors."""
     brackets = _NOT_BRACKET.sub("", _JSON_STRING.sub("", text))
     if _too_deep(brackets, max_depth):
-        raise InputFileError(f"{source}: nested deeper than {max_depth} levels; not a file this command reads")
+        raise InputFileError(f"{source}: nested deeper than {max_depth} levels, more than any input of neokd-bench")
     try:
         return json.loads(text, parse_int=_int_hook(source, max_int_digits))
     except json.JSONDecodeError as exc:
-        raise InputFileError(f"{source}: not JSON, truncated or corrupt ({exc.msg} at line {exc.lineno}, "
+        raise NotJSONError(f"{source}: not JSON, truncated or corrupt ({exc.msg} at line {exc.lineno}, "
                              f"column {exc.colno})") from None
     except RecursionError:  # cannot happen below MAX_DEPTH; kept so that a lowered recursion limit is one line
-        raise InputFileError(f"{source}: nested too deeply; not a file this command reads") from None
+        raise InputFileError(f"{source}: nested too deeply for any input of neokd-bench") from None
     except ValueError as exc:
         raise InputFileError(f"{source}: not JSON ({' '.join(str(exc).split())})") from None
 
@@ -171,13 +175,13 @@ def loads_toml(text: str, source: str = "input", max_depth: int = MAX_DEPTH,
                              f"file") from None
     bare = _TOML_COMMENT.sub("", _TOML_STRING.sub('""', text))
     if _too_deep(_NOT_BRACKET.sub("", bare.replace("[[", "[").replace("]]", "]")), max_depth):
-        raise InputFileError(f"{source}: nested deeper than {max_depth} levels; not a file this command reads")
+        raise InputFileError(f"{source}: nested deeper than {max_depth} levels, more than any input of neokd-bench")
     if re.search(rf"\d[\d_]{{{max_int_digits},}}", bare):
         raise InputFileError(f"{source}: a number of more than {max_int_digits} digits; write a smaller number")
     try:
         return tomllib.loads(text)
     except RecursionError:
-        raise InputFileError(f"{source}: nested too deeply; not a file this command reads") from None
+        raise InputFileError(f"{source}: nested too deeply for any input of neokd-bench") from None
     except ValueError as exc:  # tomllib.TOMLDecodeError is one
         raise InputFileError(f"{source}: not valid TOML ({' '.join(str(exc).split())})") from None
 

@@ -163,6 +163,14 @@ def _cases() -> list[tuple[str, str, list[str], str, str]]:
         add(["run", "--defense", "adv", "--dataset", "fashion-mnist", "--preset", "smoke", "--quiet",
              "--attack-seeds", seeds], ERR, expect)
 
+    # -- --set values are JSON too: bounded the same way --------------------------------------------------------
+    for value, expect in [("alpha=" + "[" * 100_000, "--set alpha: nested deeper than 64"),
+                          ("alpha=" + BIG, "--set alpha: an integer of 5000 digits")]:
+        add(["run", "--defense", "neokd", "--dataset", "fashion-mnist", "--preset", "smoke", "--quiet", "--set",
+             value], ERR, expect, name=f"run --set {value[:12]}...")
+    add(["check", "--attack-gate", str(GATE), "--set", "steps=" + "[" * 100_000], ERR, "--set steps: nested deeper",
+        name="check --attack-gate GATE --set steps=[[[...")
+
     # -- leaderboard build: inputs, and an --out it may not replace -----------------------------------------------
     lb = ["leaderboard", "build", "--out", "{tmp}/site"]
     for argv, expect in [

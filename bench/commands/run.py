@@ -9,7 +9,6 @@ plots -> print the per-exit table.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import re
 import time
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError, check
+from ..safe_io import NotJSONError, loads_json
 
 
 def add_parser(sub: Any) -> None:
@@ -71,9 +71,9 @@ def parse_sets(items: list[str]) -> dict[str, Any]:
     for item in items:
         key, sep, raw = item.partition("=")
         check(bool(sep and key), f"--set expects KEY=VALUE, got {item!r}; e.g. --set alpha=3")
-        try:
-            val: Any = json.loads(raw)
-        except json.JSONDecodeError:
+        try:  # bounded: a deep list or a huge integer is one line, not a RecursionError or ValueError
+            val: Any = loads_json(raw, f"--set {key}")
+        except NotJSONError:
             val = raw
         out[key.strip().replace("-", "_")] = tuple(val) if isinstance(val, list) else val
     return out

@@ -379,3 +379,23 @@ def test_leaderboard_build_never_deletes_a_file_it_did_not_write(tmp_path, capsy
     assert main(["leaderboard", "build", "--results", str(res), "--out", str(built)]) == 2
     assert _files(built) == first
     assert sorted(p.name for p in tmp_path.iterdir()) == ["built", "res", "v"]  # no temporary folder left
+
+
+def test_printed_commands_are_shell_quoted(tmp_path, monkeypatch, capsys):
+    """``--dry-run`` and ``--print-sbatch`` print each run's command so that a shell reads back exactly the argv
+    the run gets: a value with a space or a ``;`` is quoted, never a second command."""
+    import shlex
+
+    monkeypatch.chdir(tmp_path)
+    runs = tmp_path / "my runs;touch P"
+    args = ["reproduce", "cpu", "--preset", "smoke", "--seeds", "0", "--defenses", "adv", "--runs-dir", str(runs),
+            "--run-arg=--data-root=my data;touch Q"]
+    want = ["run", "--defense", "adv", "--dataset", "fashion-mnist", "--preset", "smoke", "--seed", "0", "--out",
+            str(runs / "adv-fashion-mnist-smoke-s0"), "--quiet", "--data-root=my data;touch Q"]
+    assert main([*args, "--dry-run", "--no-board"]) == 0
+    line = next(s for s in capsys.readouterr().out.splitlines() if "[todo]" in s)
+    assert shlex.split(line.split("]", 1)[1]) == ["neokd-bench", *want]
+    assert main([*args, "--executor", "slurm", "--print-sbatch"]) == 0
+    line = next(s for s in capsys.readouterr().out.splitlines() if s.startswith("# task 0: "))
+    assert shlex.split(line[len("# task 0: "):]) == ["neokd-bench", *want]
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # printing wrote nothing

@@ -98,7 +98,8 @@ def _cases() -> list[tuple[str, str, list[str], str, str]]:
         ("--res", "--resume is set"), ("--de=lw", "could mean --defense, --device"),
         ("--se=1", "could mean --seed, --set"), ("-h", "--help is set"), ("--help", "--help is set"),
         ("--train-limit=1\ntouch X", "holds a control character"), ("--bogus", "unrecognized arguments: --bogus"),
-        ("--epochs=x", "invalid int value"),
+        ("--epochs=x", "invalid int value"), ("--", "would end the options of every run"),
+        ("--set", "expected one argument"),
     ]:
         add([*REPRO, f"--run-arg={ra}", "--dry-run"], ERR, expect, name=f"reproduce --run-arg={ra!r}")
     add([*REPRO, "--run-arg=--defense", "--run-arg=lw", "--dry-run"], ERR, "--defense is set by the grid",
@@ -115,6 +116,9 @@ def _cases() -> list[tuple[str, str, list[str], str, str]]:
         (["--runs-dir", "{tmp}/r", "--board", "{file}", "--report-only"], "--board {file} is a file"),
         (["--runs-dir", "{tmp}/r", "--board", "{file}/b", "--report-only"], "folder path with --board"),
         (["--runs-dir", "{tmp}/a\nb", "--dry-run"], "holds a control character"),
+        (["--runs-dir", "{tmp}/r", "--board", "{file}", "--dry-run"], "--board {file} is a file"),
+        (["--runs-dir", "{tmp}/r", "--board", "{file}", "--executor", "slurm", "--print-sbatch", "--report-only"],
+         "--board {file} is a file"),
     ]:
         add(base + argv, ERR, expect)
     for seeds, expect in [("0,,1", "has an empty item"), ("0,0", "seed 0 is given twice"), ("0,1,", "empty item")]:

@@ -72,10 +72,10 @@ def run(args: argparse.Namespace) -> int:
     check(args.jobs >= 1, f"--jobs must be at least 1, got {args.jobs}; e.g. --jobs 2")
     check_run_args(args.run_arg)
     runs_dir = Path(args.runs_dir) if args.runs_dir else Path("runs") / "reproduce" / grid.name
-    plans_only = args.dry_run or (args.executor == "slurm" and args.print_sbatch)
+    plans_only = args.dry_run or (args.executor == "slurm" and args.print_sbatch and not args.report_only)
     _check_folder_arg(runs_dir, "--runs-dir", probe=not plans_only)
-    if not args.no_board and args.board and not (plans_only and not args.report_only):
-        _check_folder_arg(Path(args.board), "--board", probe=True)
+    if not args.no_board and args.board:
+        _check_folder_arg(Path(args.board), "--board", probe=not plans_only)
     runs = plan(grid, runs_dir, tuple(args.run_arg))
     _check_run_argv(runs[0].argv(False)[1:])  # the grid's options and --run-arg, as `run` reads them
     if args.dry_run:
@@ -121,6 +121,9 @@ def check_run_args(run_args: list[str]) -> None:
     options = _run_option_strings()
     aliases = {"-h": "--help"}
     for arg in run_args:
+        if not isinstance(arg, str) or arg == "--":  # argparse hands `--run-arg=--` over as an empty list
+            raise UsageError("--run-arg=-- would end the options of every run; pass options, e.g. "
+                             "--run-arg=--train-limit=64")
         if any(ord(ch) < 32 or ord(ch) == 127 for ch in arg):
             raise UsageError(f"--run-arg {arg!r} holds a control character (a newline?); pass one plain option "
                              f"per --run-arg, e.g. --run-arg=--train-limit=64")

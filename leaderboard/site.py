@@ -16,7 +16,9 @@ on data; figures are SVG files shown through ``<img>``, where no script runs). P
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+import secrets
 import shutil
 from collections.abc import Iterable
 from pathlib import Path
@@ -193,9 +195,6 @@ def build(result_dirs: Iterable[str | Path], out: str | Path, reported_dir: str 
     The site is written into a fresh folder beside ``out`` and swapped in when complete, so a failed build
     leaves ``out`` as it was. ``out`` must be new, empty or a previous build holding only what that build
     wrote (listed in its :data:`MARKER` file); anything else is refused before any work, never deleted."""
-    import os
-    import secrets
-
     from neokd_bench.utils import check_output_dir
 
     shown = Path(out)
@@ -214,7 +213,7 @@ def build(result_dirs: Iterable[str | Path], out: str | Path, reported_dir: str 
         info = _build_into(result_dirs, tmp, reported_dir, efficiency_dirs)
         _write(tmp / MARKER, "neokd-bench leaderboard build: the files it wrote\n"
                + "".join(f + "\n" for f in _site_files(tmp)))
-        if replace:  # two renames: out is either the old site or the new one, never a mix
+        if replace:  # two renames: out is the old site, absent for an instant, then the new one; never a mix
             old = final.parent / f".{final.name}.old-{secrets.token_hex(4)}"
             os.rename(final, old)
             try:

@@ -66,7 +66,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except OSError as exc:  # the file system said no (disk full, permissions): not a bug, one line
         where = f" ({exc.filename})" if exc.filename else ""
-        print(f"error: {exc.strerror or _one_line(exc)}{where}; free space or choose another --out", file=sys.stderr)
+        flag = {"reproduce": "--runs-dir or --board", "masking": "--json",
+                "compare": "--plot"}.get(args.command, "--out")
+        print(f"error: {exc.strerror or _one_line(exc)}{where}; free space or choose another {flag}", file=sys.stderr)
         return 2
     except TrainingDivergedError as exc:
         print(f"error: {_one_line(exc)}", file=sys.stderr)

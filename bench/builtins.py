@@ -3,8 +3,9 @@
 Each registry (``bench/registry.py``) reads its row of :data:`BUILTINS` first, then the entry-point group
 ``neokd_bench.<kind>`` of every other installed distribution (the plugins). Both kinds of entry end up the same:
 a name and a lazy ``"module:attr"`` target, added through ``Registry.add`` with the same naming rules, the same
-duplicate check and the same kind check when it loads. The table is Python, so a source tree works without
-``pip install -e .`` and a new built-in needs no reinstall; nothing reads ``pyproject.toml`` at run time.
+duplicate check and the same kind check when it loads. The table is Python, so the built-ins do not depend on
+installed metadata (a new one needs no reinstall of an editable install); nothing reads ``pyproject.toml``
+at run time.
 
 The paper's ablation and teacher-exit variants are not listed here by hand: their rows live in
 ``defenses/variants.py`` (``VARIANTS``) and each row adds its name, targeting

@@ -28,7 +28,8 @@ EPILOG = """\
 first steps:
   neokd-bench list defenses                                               what is registered
   neokd-bench run --defense neokd --dataset fashion-mnist --preset smoke  train + evaluate (CPU minutes)
-  neokd-bench compare runs/adv-fashion-mnist-smoke-s0/result.json runs/neokd-fashion-mnist-smoke-s0/result.json
+  neokd-bench compare runs/neokd-fashion-mnist-smoke-s0/result.json \\
+      leaderboard/results/fashion-mnist-smoke/adv-s0.json                 against adversarial training (adv)
   neokd-bench leaderboard build --out site                                the board, as static HTML
 
 `neokd-bench COMMAND --help` lists a command's options. A wrong name or value prints one line saying what to

@@ -1,7 +1,9 @@
-"""`neokd-bench` command line. Each sub-command lives in ``neokd_bench.commands.<name>`` and exposes
-``add_parser(subparsers)`` which sets ``func`` on its parser.
+"""The ``neokd-bench`` command line: the parser, the help a user reads, and one-line errors.
 
-Errors a user can fix (:class:`UsageError`) print one line and exit with code 2, no traceback.
+Each command's options live in ``bench/commands/<name>.py`` (``add_parser(subparsers)``, which sets ``func``);
+what the command is for, as ``neokd-bench --help`` and ``neokd-bench COMMAND --help`` show it, is the table
+:data:`COMMANDS` here, so the help reads as one text. Errors a user can fix (:class:`UsageError`) print one
+line and exit with code 2, no traceback.
 """
 
 from __future__ import annotations
@@ -11,10 +13,63 @@ import importlib
 import os
 import sys
 import warnings
+from typing import Any
 
 from .errors import TrainingDivergedError, UsageError
 
-COMMANDS = ("list", "run", "eval", "compare", "masking", "validate", "check", "leaderboard", "reproduce")
+DESCRIPTION = """\
+neokd-bench measures how robust multi-exit (early-exit) neural networks are to adversarial examples. It
+trains a defense (NEO-KD, NeurIPS 2023, and the paper's baselines) on a dataset with one shared trainer,
+attacks every exit, and writes one JSON result per run: clean and adversarial accuracy per exit, accuracy
+against a FLOPs budget, and how attacks on one exit transfer to the others. A static leaderboard is built
+from result files alone."""
+
+EPILOG = """\
+first steps:
+  neokd-bench list defenses                                               what is registered
+  neokd-bench run --defense neokd --dataset fashion-mnist --preset smoke  train + evaluate (CPU minutes)
+  neokd-bench compare runs/neokd-fashion-mnist-smoke-s0/result.json \\
+      leaderboard/results/fashion-mnist-smoke/adv-s0.json                 against adversarial training (adv)
+  neokd-bench leaderboard build --out site                                the board, as static HTML
+
+`neokd-bench COMMAND --help` lists a command's options. A wrong name or value prints one line saying what to
+type instead and exits with code 2."""
+
+#: command -> (one line for the command list, what `neokd-bench COMMAND --help` says above the options)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "list": ("show what can be used: models, datasets, attacks, defenses, exit policies",
+             "Show what is registered, built-ins and installed plugins alike, with a line on each. Models show "
+             "their exits, parameters and MFLOPs up to each exit."),
+    "run": ("train a defense on a dataset, evaluate it, write runs/<name>/result.json",
+            "Train a defense on a dataset with a preset's protocol (paper: the paper's; smoke: minutes on a CPU), "
+            "then evaluate the final weights (clean and adversarial accuracy per exit, budgeted accuracy, "
+            "transferability) and write checkpoint.pt and result.json in the run folder."),
+    "eval": ("evaluate a saved checkpoint again, with other attacks or metrics",
+             "Evaluate a checkpoint written by `run`: the attacks and metrics you name (anytime, budgeted, "
+             "transfer, and beyond the paper efficiency, calibration, latency), written as a result file."),
+    "compare": ("compare result files: accuracy per exit and the FLOPs each needs for a target accuracy",
+                "Compare two or more result files: top-1 accuracy per exit, clean and under attack, and the mean "
+                "MFLOPs each needs to reach a target accuracy on a budgeted curve (--target; default the "
+                "smallest best accuracy among the files), with the saving of the first over each other one."),
+    "masking": ("check a checkpoint for gradient masking (a robustness number too good to be true)",
+                "Run the usual gradient-masking checks on a checkpoint: accuracy falls as eps grows, reaches "
+                "zero at a large eps, more steps do not help it, white-box beats black-box, gradients are "
+                "not zero."),
+    "validate": ("check result files against the schema and for consistency",
+                 "Check result files: the versioned JSON schema, per-exit lengths, ranges, FLOPs and the "
+                 "threat model. One line per problem; exit code 1 when there is any."),
+    "check": ("regression gate: a fresh result against a reference; the attacks against a fixed checkpoint",
+              "The gate CI runs: a fresh result must not fall below the committed reference by more than the "
+              "seed spread and test-set size allow; with --attack-gate, a committed checkpoint attacked at a "
+              "fixed seed must not become more robust (an attack that weakened)."),
+    "leaderboard": ("build the leaderboard: a static site from result files (no torch, offline)",
+                    "Build the leaderboard from result files: one table per dataset, preset and attack, ties "
+                    "where a lead is not significant over the training seeds, and a page per dataset and per "
+                    "entry. It never runs a model or a submission."),
+    "reproduce": ("reproduce a table or figure of the paper as a grid of runs (local or Slurm)",
+                  "Run one table or figure of the paper as a grid of `neokd-bench run`s, locally or as a Slurm "
+                  "job array, and write it in the paper's layout beside the reported numbers."),
+}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -22,12 +77,25 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {message}; see `{self.prog} --help`\n")
 
 
+class _Commands:
+    """The sub-parsers action as a command module sees it: its own help is replaced by :data:`COMMANDS`."""
+
+    def __init__(self, sub: Any) -> None:
+        self._sub = sub
+
+    def add_parser(self, name: str, **kw: Any) -> argparse.ArgumentParser:
+        short, long = COMMANDS[name]
+        kw.update(help=short, description=long)
+        return self._sub.add_parser(name, **kw)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="neokd-bench", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="neokd-bench", description=DESCRIPTION, epilog=EPILOG,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--strict", action="store_true",
-                        help="a plugin that fails to load is an error (default: warn and skip)")
+                        help="a plugin that fails to load is an error (default: warn and skip it)")
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands", parser_class=_Parser)
     for name in COMMANDS:
         try:
             mod = importlib.import_module(f"neokd_bench.commands.{name.replace('-', '_')}")
@@ -35,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
             if exc.name and exc.name.startswith("neokd_bench.commands"):
                 continue
             raise
-        mod.add_parser(sub)
+        mod.add_parser(_Commands(sub))
     return parser
 
 

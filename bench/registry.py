@@ -13,10 +13,11 @@ Design (after lm-evaluation-harness's ``Registry`` and xarray's plugin discovery
 * ``base_cls``: what an entry must build (``Defense``, ``Attack``, ``MultiExitModel``, ...). A class
   entry of another kind, or an entry that is not callable, is refused when it loads; a builder function
   is checked on what it returns;
-* plugins are discovered through the entry-point group ``neokd_bench.<kind>``. The built-ins are
-  declared in the same groups in ``pyproject.toml``, so there is one path for both. A plugin that
-  fails to load warns and is skipped; in strict mode (``--strict``, or ``NEOKD_STRICT_PLUGINS=1``)
-  it is an error.
+* one registration path: the built-ins come from one table, ``bench/builtins.py`` (the ablation variants
+  add their rows from ``defenses/variants.py``), plugins from the entry-point group ``neokd_bench.<kind>``
+  of any installed distribution; both are a name and a lazy target added through :meth:`Registry.add`,
+  with the same checks. Nothing parses ``pyproject.toml`` at run time. A plugin that fails to load warns
+  and is skipped; in strict mode (``--strict``, or ``NEOKD_STRICT_PLUGINS=1``) it is an error.
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ import re
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from .errors import UsageError
@@ -116,12 +116,11 @@ class Registry(Generic[T]):
             return
         self._discovered = True
         strict = strict_plugins() if strict is None else strict
-        eps = list(md.entry_points(group=self.group))
-        own = {(ep.name, ep.value) for ep in eps if _ep_dist(ep) == _DIST_NAME}
-        if not own:  # running from a source tree without `pip install -e .`: read pyproject.toml
-            for name, value in _pyproject_entry_points(self.group):
-                self.add(name, value, source="builtin")
-        for ep in eps:
+        from .builtins import builtin_targets
+
+        for name, value in builtin_targets(self.kind).items():
+            self.add(name, value, source="builtin")
+        for ep in md.entry_points(group=self.group):
             dist = _ep_dist(ep)
             try:
                 self.add(ep.name, ep.value, source="builtin" if dist == _DIST_NAME else dist or "plugin")
@@ -249,16 +248,6 @@ class Registry(Generic[T]):
 def _ep_dist(ep: md.EntryPoint) -> str | None:
     dist = getattr(ep, "dist", None)
     return dist.metadata["Name"] if dist is not None else None
-
-
-def _pyproject_entry_points(group: str) -> list[tuple[str, str]]:
-    import tomllib
-
-    path = Path(__file__).resolve().parent.parent / "pyproject.toml"
-    if not path.exists():
-        return []
-    data = tomllib.loads(path.read_text())
-    return list(data.get("project", {}).get("entry-points", {}).get(group, {}).items())
 
 
 def drop_none(kw: dict[str, Any]) -> dict[str, Any]:

@@ -282,11 +282,11 @@ def train(
     """Train ``model`` with ``defense`` (already ``setup()``) and return the result's training section.
 
     ``meta`` is stored in every checkpoint (model name and kwargs, dataset, defense description) so that
-    ``neokd-bench eval CHECKPOINT`` can rebuild the model.
+    ``neokd-bench eval CHECKPOINT`` can rebuild the model. The parts: :func:`_restore` (``--resume``),
+    :class:`_Step` (one training step, on one of three paths), :func:`_run_epoch` and :func:`_save_checkpoint`.
     """
     device = init_distributed(resolve_device(cfg.device))
     rank, world = rank_and_world()
-    distributed = world > 1
     out_dir = Path(out_dir)
     ckpt_path = out_dir / CHECKPOINT_NAME
     if resume and not out_dir.is_dir():
@@ -302,117 +302,26 @@ def train(
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(cfg.milestones), gamma=0.1)
-    history: list[dict[str, Any]] = []
-    start_epoch = 0
     meta = dict(meta or {})
 
     if rank == 0:
         remove_stale_temp_files(out_dir)  # what a killed run left of an interrupted write
+    history: list[dict[str, Any]] = []
+    start_epoch = 0
     if resume and ckpt_path.exists():
-        state = load_checkpoint(ckpt_path)
-        check_resume(state, meta, cfg, ckpt_path, getattr(defense, "config", None))
-        try:
-            model.load_state_dict(state["model"])
-            opt.load_state_dict(state["optimizer"])
-            sched.load_state_dict(state["scheduler"])
-        except (KeyError, RuntimeError, ValueError) as exc:
-            raise UsageError(f"--resume: {ckpt_path} does not match this model ({type(exc).__name__}); "
-                             f"use a new --out folder") from exc
-        if state.get("defense_state") is not None and hasattr(defense, "load_state_dict"):
-            defense.load_state_dict(state["defense_state"])
-        history = list(state["history"])
-        start_epoch = int(state["epoch"]) + 1
+        history, start_epoch = _restore(ckpt_path, model, opt, sched, defense, meta, cfg)
     # resume without a checkpoint in an existing folder: killed before the first checkpoint; start at epoch 1
 
-    kw: dict[str, Any] = {}
-    if distributed:
-        check(_accepts(defense, "loss_model"), f"defense {getattr(defense, 'name', type(defense).__name__)!r}: "
-              "its training_step takes no loss_model, which training under torchrun needs (the attack runs on "
-              "the plain module, the loss through DistributedDataParallel); derive it from Defense or add "
-              "loss_model=None to its training_step")
-        kw["loss_model"] = wrap_for_ranks(model, device, cfg.sync_bn)
-
-    pass_index = _accepts(defense, "index")
-    amp = resolve_amp(cfg.amp, device)
-    autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16) if amp == "bf16" else None
-    graphed = None
-    if device.type == "cuda" and not distributed and cfg.cuda_graph == "auto" and defense_graph_safe(defense):
-        # a factory, not ``autocast``: a torch.autocast takes the weight-cache setting in force when it is built,
-        # and the loss's autocast must be built inside the recording, where that cache is off
-        graphed = GraphedLossStep(model, defense, opt, params, cfg.grad_clip_norm,
-                                  (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if amp == "bf16" else None)
+    step = _Step.build(model, defense, opt, params, cfg, device, layout, ckpt_path, world)
     t_start = time.perf_counter()
     with Progress(progress and rank == 0) as prog, _cudnn_benchmark(device, cfg.cudnn_benchmark):
         for epoch in range(start_epoch, cfg.epochs):
-            torch.manual_seed(derive_seed(cfg.seed, epoch))
-            gen = torch.Generator().manual_seed(derive_seed(cfg.seed, epoch, 1))
-            # pinned host memory where batches go to a GPU: the copy runs asynchronously (non_blocking below)
-            loading = {"generator": gen, "num_workers": cfg.num_workers, "pin_memory": device.type == "cuda"}
-            if distributed:
-                loader = DataLoader(data, batch_size=cfg.batch_size, sampler=RankShard(len(data), gen, rank, world),
-                                    **loading)
-            else:
-                loader = DataLoader(data, batch_size=cfg.batch_size, shuffle=True, **loading)
-            defense.start_epoch(epoch)
-            model.train()
-            sums: dict[str, float] = {}
-            seen, t0 = 0, time.perf_counter()
-            advance = prog.task(f"epoch {epoch + 1}/{cfg.epochs}", len(loader))
-            for step, (x, y, idx) in enumerate(loader):
-                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                if x.dim() == 4:
-                    x = x.contiguous(memory_format=layout)
-                if pass_index:
-                    kw["index"] = idx
-                if graphed is not None:  # the defense's own training_step, split: attack, then the graphed rest
-                    with autocast if autocast is not None else contextlib.nullcontext():
-                        x_adv = defense.adversarial(model, x, y, index=kw.get("index"))
-                    loss, parts = graphed(x, x_adv, y)  # loss, backward and optimizer step
-                elif autocast is not None:
-                    with autocast:
-                        loss, parts, _ = defense.training_step(model, x, y, **kw)
-                else:
-                    loss, parts, _ = defense.training_step(model, x, y, **kw)
-                check_parts(defense, parts)
-                logged = _host_values({"loss": loss, **parts})  # one device-to-host copy (one sync on a GPU)
-                if not math.isfinite(logged["loss"]):
-                    where = f"epoch {epoch + 1} step {step + 1}"
-                    kept = f"last good checkpoint kept at {ckpt_path}" if ckpt_path.exists() else "no checkpoint yet"
-                    raise TrainingDivergedError(
-                        f"training loss became {logged['loss']} at {where}; {kept}; lower --lr or check the data")
-                if graphed is None:
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    if cfg.grad_clip_norm is not None:
-                        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip_norm)
-                    opt.step()
-                n = x.shape[0]
-                seen += n
-                for k, v in logged.items():
-                    sums[k] = sums.get(k, 0.0) + v * n
-                if prog.enabled:
-                    stats = " ".join(f"{k}={v / seen:.3f}" for k, v in sums.items())
-                    advance(1, stats=f"{stats} {seen / (time.perf_counter() - t0):.0f} img/s")
-            lr_used = opt.param_groups[0]["lr"]
-            sched.step()
-            wall = time.perf_counter() - t0
-            record = {"epoch": epoch, "lr": lr_used,
-                      **{k: v / max(seen, 1) for k, v in sums.items()},
-                      "imgs_per_s": seen * world / wall, "wall_s": wall}
-            history.append(record)
+            history.append(_run_epoch(step, data, epoch, prog, rank, world, sched))
             if rank == 0:
-                atomic_torch_save({
-                    **meta,
-                    "model": model.state_dict(),
-                    "optimizer": opt.state_dict(),
-                    "scheduler": sched.state_dict(),
-                    "defense_state": _state(defense),
-                    "epoch": epoch,
-                    "history": history,
-                    "train_config": cfg.to_dict(),
-                }, ckpt_path)
-            if distributed:
+                _save_checkpoint(ckpt_path, meta, model, opt, sched, defense, epoch, history, cfg)
+            if world > 1:
                 torch.distributed.barrier()
+    graphed = step.graphed
     return {
         "config": cfg.to_dict(),
         "history": history,
@@ -422,10 +331,154 @@ def train(
         "resumed_from_epoch": start_epoch if start_epoch else None,
         "world_size": world,
         "device": str(device),
-        "amp": amp,
+        "amp": step.amp,
         "cuda_graph": None if graphed is None else {"recordings": graphed.recordings, "replays": graphed.replays,
                                                     "failed": graphed.failed},
     }
+
+
+def _restore(ckpt_path: Path, model: nn.Module, opt: torch.optim.Optimizer, sched: Any, defense: Any,
+             meta: dict[str, Any], cfg: TrainConfig) -> tuple[list[dict[str, Any]], int]:
+    """``--resume``: load the weights, optimizer, schedule and defense state of the last checkpoint (after
+    :func:`check_resume`); the history so far and the epoch to start at."""
+    state = load_checkpoint(ckpt_path)
+    check_resume(state, meta, cfg, ckpt_path, getattr(defense, "config", None))
+    try:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+    except (KeyError, RuntimeError, ValueError) as exc:
+        raise UsageError(f"--resume: {ckpt_path} does not match this model ({type(exc).__name__}); "
+                         f"use a new --out folder") from exc
+    if state.get("defense_state") is not None and hasattr(defense, "load_state_dict"):
+        defense.load_state_dict(state["defense_state"])
+    return list(state["history"]), int(state["epoch"]) + 1
+
+
+def _save_checkpoint(ckpt_path: Path, meta: dict[str, Any], model: nn.Module, opt: torch.optim.Optimizer,
+                     sched: Any, defense: Any, epoch: int, history: list[dict[str, Any]], cfg: TrainConfig) -> None:
+    """The end-of-epoch checkpoint, written atomically (a kill mid-write leaves the previous one)."""
+    atomic_torch_save({
+        **meta,
+        "model": model.state_dict(),
+        "optimizer": opt.state_dict(),
+        "scheduler": sched.state_dict(),
+        "defense_state": _state(defense),
+        "epoch": epoch,
+        "history": history,
+        "train_config": cfg.to_dict(),
+    }, ckpt_path)
+
+
+@dataclass
+class _Step:
+    """One training step on one of three paths: the defense's ``training_step`` in fp32 or under bf16 autocast,
+    or (one GPU, a graph-safe defense) its attack followed by the loss, backward and SGD step replayed as a
+    CUDA graph (:class:`GraphedLossStep`)."""
+
+    model: nn.Module
+    defense: Any
+    opt: torch.optim.Optimizer
+    params: list[nn.Parameter]
+    cfg: TrainConfig
+    device: torch.device
+    layout: torch.memory_format
+    ckpt_path: Path
+    amp: str
+    kw: dict[str, Any]  # loss_model under torchrun; index, per batch, for defenses that take it
+    pass_index: bool
+    autocast: Any
+    graphed: GraphedLossStep | None
+
+    @classmethod
+    def build(cls, model: nn.Module, defense: Any, opt: torch.optim.Optimizer, params: list[nn.Parameter],
+              cfg: TrainConfig, device: torch.device, layout: torch.memory_format, ckpt_path: Path,
+              world: int) -> _Step:
+        kw: dict[str, Any] = {}
+        if world > 1:
+            check(_accepts(defense, "loss_model"), f"defense {getattr(defense, 'name', type(defense).__name__)!r}: "
+                  "its training_step takes no loss_model, which training under torchrun needs (the attack runs on "
+                  "the plain module, the loss through DistributedDataParallel); derive it from Defense or add "
+                  "loss_model=None to its training_step")
+            kw["loss_model"] = wrap_for_ranks(model, device, cfg.sync_bn)
+        amp = resolve_amp(cfg.amp, device)
+        autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16) if amp == "bf16" else None
+        graphed = None
+        if device.type == "cuda" and world == 1 and cfg.cuda_graph == "auto" and defense_graph_safe(defense):
+            # a factory, not ``autocast``: a torch.autocast takes the weight-cache setting in force when it is
+            # built, and the loss's autocast must be built inside the recording, where that cache is off
+            graphed = GraphedLossStep(model, defense, opt, params, cfg.grad_clip_norm,
+                                      (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if amp == "bf16"
+                                      else None)
+        return cls(model, defense, opt, params, cfg, device, layout, ckpt_path, amp, kw,
+                   _accepts(defense, "index"), autocast, graphed)
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor, where: str) -> dict[str, float]:
+        """Train on one batch; the loss and its parts as host floats. A non-finite loss raises
+        :class:`TrainingDivergedError` before the optimizer step."""
+        defense, kw = self.defense, self.kw
+        x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        if x.dim() == 4:
+            x = x.contiguous(memory_format=self.layout)
+        if self.pass_index:
+            kw["index"] = idx
+        if self.graphed is not None:  # the defense's own training_step, split: attack, then the graphed rest
+            with self.autocast if self.autocast is not None else contextlib.nullcontext():
+                x_adv = defense.adversarial(self.model, x, y, index=kw.get("index"))
+            loss, parts = self.graphed(x, x_adv, y)  # loss, backward and optimizer step
+        elif self.autocast is not None:
+            with self.autocast:
+                loss, parts, _ = defense.training_step(self.model, x, y, **kw)
+        else:
+            loss, parts, _ = defense.training_step(self.model, x, y, **kw)
+        check_parts(defense, parts)
+        logged = _host_values({"loss": loss, **parts})  # one device-to-host copy (one sync on a GPU)
+        if not math.isfinite(logged["loss"]):
+            kept = (f"last good checkpoint kept at {self.ckpt_path}" if self.ckpt_path.exists()
+                    else "no checkpoint yet")
+            raise TrainingDivergedError(
+                f"training loss became {logged['loss']} at {where}; {kept}; lower --lr or check the data")
+        if self.graphed is None:
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if self.cfg.grad_clip_norm is not None:
+                torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip_norm)
+            self.opt.step()
+        return logged
+
+
+def _run_epoch(step: _Step, data: Dataset, epoch: int, prog: Progress, rank: int, world: int,
+               sched: Any) -> dict[str, Any]:
+    """One epoch from its own seeds (so a resumed run repeats it exactly); its history record."""
+    cfg, device = step.cfg, step.device
+    torch.manual_seed(derive_seed(cfg.seed, epoch))
+    gen = torch.Generator().manual_seed(derive_seed(cfg.seed, epoch, 1))
+    # pinned host memory where batches go to a GPU: the copy runs asynchronously (non_blocking in the step)
+    loading = {"generator": gen, "num_workers": cfg.num_workers, "pin_memory": device.type == "cuda"}
+    if world > 1:
+        loader = DataLoader(data, batch_size=cfg.batch_size, sampler=RankShard(len(data), gen, rank, world),
+                            **loading)
+    else:
+        loader = DataLoader(data, batch_size=cfg.batch_size, shuffle=True, **loading)
+    step.defense.start_epoch(epoch)
+    step.model.train()
+    sums: dict[str, float] = {}
+    seen, t0 = 0, time.perf_counter()
+    advance = prog.task(f"epoch {epoch + 1}/{cfg.epochs}", len(loader))
+    for i, (x, y, idx) in enumerate(loader):
+        logged = step(x, y, idx, f"epoch {epoch + 1} step {i + 1}")
+        n = x.shape[0]
+        seen += n
+        for k, v in logged.items():
+            sums[k] = sums.get(k, 0.0) + v * n
+        if prog.enabled:
+            stats = " ".join(f"{k}={v / seen:.3f}" for k, v in sums.items())
+            advance(1, stats=f"{stats} {seen / (time.perf_counter() - t0):.0f} img/s")
+    lr_used = step.opt.param_groups[0]["lr"]
+    sched.step()
+    wall = time.perf_counter() - t0
+    return {"epoch": epoch, "lr": lr_used, **{k: v / max(seen, 1) for k, v in sums.items()},
+            "imgs_per_s": seen * world / wall, "wall_s": wall}
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

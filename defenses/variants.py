@@ -5,9 +5,10 @@ A variant is a registered name that builds its base defense with some config fie
 apply on top (``create_defense("nkd", alpha=2)``). The built defense reports the variant's name, and its
 ``describe()`` (so every checkpoint and result file) records ``variant: {base, overrides, source}``.
 
-Every row is registered through the ``neokd_bench.defenses`` entry-point group in ``pyproject.toml`` as
-``<name> = "neokd_bench.defenses.variants:<name with - as _>"``, the same path a plugin uses. Exit indices
-are 0-based, like every config (``skd-exit0`` is the paper's "SKD (exit 1)").
+Every row registers itself: the built-in table (``bench/builtins.py``) adds each row's name with the lazy
+target ``neokd_bench.defenses.variants:<name with - as _>`` (:func:`target`), the same kind of entry a plugin's
+entry point makes, so a new variant is one row here and nothing else. Exit indices are 0-based, like every
+config (``skd-exit0`` is the paper's "SKD (exit 1)").
 """
 
 from __future__ import annotations
@@ -71,6 +72,11 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("ard-ensemble", "ard", {"teacher": "ensemble"}, "Table A4 (ARD, ensemble teaches)"),
 )
 BY_ATTR: dict[str, Variant] = {v.name.replace("-", "_"): v for v in VARIANTS}
+
+
+def target(variant: Variant) -> str:
+    """The registry target of a row: ``neokd_bench.defenses.variants:<name with - as _>``."""
+    return f"{__name__}:{variant.name.replace('-', '_')}"
 
 
 def __getattr__(attr: str) -> Variant:

@@ -101,3 +101,20 @@ def test_subprocess_has_no_traceback(tmp_path):
     assert p.returncode == 2
     assert p.stderr.strip().count("\n") == 0 and "Traceback" not in p.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_help_describes_the_tool_and_every_command(capsys, monkeypatch):
+    """`neokd-bench --help` says what the tool is and lists every command with its line; `COMMAND --help`
+    opens with the command's description (the help is one text, in bench/cli.py)."""
+    from neokd_bench.cli import COMMANDS, DESCRIPTION, build_parser
+
+    monkeypatch.setenv("COLUMNS", "250")
+    text = build_parser().format_help()
+    assert " ".join(DESCRIPTION.split()) in " ".join(text.split()) and "``" not in text
+    for name, (short, long) in COMMANDS.items():
+        assert f"{name}  " in text or f"{name}\n" in text
+        assert short in text
+        with pytest.raises(SystemExit) as info:
+            main([name, "--help"])
+        assert info.value.code == 0
+        assert " ".join(long.split()) in " ".join(capsys.readouterr().out.split())

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import neokd_bench as nb
 import pytest
+from neokd_bench.builtins import builtin_targets
 from neokd_bench.errors import UsageError
-from neokd_bench.registry import REGISTRIES, PluginWarning, Registry, _pyproject_entry_points
+from neokd_bench.registry import REGISTRIES, PluginWarning, Registry
 
 
 def test_duplicate_name_is_an_error():
@@ -53,16 +54,32 @@ def test_broken_plugin_warns_and_strict_raises(monkeypatch):
 
 @pytest.mark.parametrize("kind", sorted(REGISTRIES))
 def test_every_builtin_resolves(kind):
-    """Every entry resolves and is of its registry's kind; the built-ins are exactly pyproject.toml's
-    entry points (the others come from the test-only distribution in tests/plugin_dist)."""
+    """Every entry resolves and is of its registry's kind; the built-ins are exactly the table of
+    bench/builtins.py (the others come from the test-only distribution in tests/plugin_dist)."""
     reg = REGISTRIES[kind]
     names = reg.names()
     assert names, f"no {kind} registered"
     resolved = reg.resolve_all(strict=True)
     assert sorted(resolved) == names
-    declared = {name for name, _ in _pyproject_entry_points(reg.group)}
+    declared = set(builtin_targets(kind))
     assert {n for n in names if reg.entry(n).source == "builtin"} == declared
     assert all(reg.entry(n).source in ("builtin", "neokd-test-plugins") for n in names)
+
+
+def test_builtins_are_declared_once_and_pyproject_declares_none(monkeypatch):
+    """One source of truth: pyproject.toml declares no entry point of the package's own (only plugins use the
+    groups), and the built-ins need no installed metadata: with no entry point at all, every one is listed."""
+    import importlib.metadata as md
+
+    import tomllib
+
+    root = Path(__file__).resolve().parents[1]
+    assert "entry-points" not in tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    monkeypatch.setattr(md, "entry_points", lambda **kw: [])
+    for kind in sorted(REGISTRIES):
+        fresh = Registry(kind)
+        assert fresh.names() == sorted(builtin_targets(kind)) != []
+        assert {fresh.entry(n).target for n in fresh.names()} == set(builtin_targets(kind).values())
 
 
 def test_list_filters_by_pattern():

@@ -90,7 +90,7 @@ def _pretty(value: Any) -> str:
 
 
 def _write(path: Path, text: str) -> None:
-    from neokd_bench.results import atomic_write
+    from neokd_bench.contract import atomic_write
 
     atomic_write(path, text)
 

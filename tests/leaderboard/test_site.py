@@ -10,7 +10,7 @@ from pathlib import Path
 
 from neokd_bench.leaderboard.site import build
 
-from .conftest import REFERENCE, ROOT, write_json
+from .conftest import REFERENCE, ROOT, attack_row, write_json
 from .hostile import NAME, TEXT_PAYLOADS, hostile_result
 
 NO_TORCH = """
@@ -88,8 +88,8 @@ def test_efficiency_columns_show_numbers_or_not_measured(one_result, tmp_path):
     write_json(tmp_path / "res" / "eff-s0.json", eff)
     build([tmp_path / "res"], tmp_path / "site")
     html = (tmp_path / "site" / "index.html").read_text()
-    with_eff = html.split('data-defense="with-efficiency"')[1].split("</tr>")[0]
-    without = html.split(f'data-defense="{plain["defense"]["name"]}"')[1].split("</tr>")[0]
+    with_eff = attack_row(html, "with-efficiency")
+    without = attack_row(html, plain["defense"]["name"])
     assert ">3.25<" in with_eff and ">2.40<" in with_eff and "not measured" not in with_eff
     assert without.count("not measured") == 3 and ">0.00<" not in without
 

@@ -45,7 +45,8 @@ def test_measured_beside_reported_with_the_difference_and_the_interval(smoke_run
     docs = [json.loads((SMOKE / f"neokd-s{s}.json").read_text()) for s in (0, 1, 2)]
     exit1 = sum(d["evaluation"]["anytime"]["adversarial"]["pgd:average"]["top1"]["mean"][0] for d in docs) / 3
     assert measured[0].startswith(f"{100 * exit1:.2f} ± ")
-    assert _row(text, "b", "NEO-KD (ours)", "difference")[0] == f"{100 * exit1 - 41.67:+.2f}"
+    # Table 2 is CIFAR-10's: its numbers are shown for the layout only, never subtracted from Fashion-MNIST's
+    assert "| | difference |" not in text and "(cifar10, layout only)" in text
     # the interval against adv is the leaderboard's own (summary.json of the same files)
     summary = json.loads((SMOKE / "summary.json").read_text())
     comp = next(c for t in summary["tables"] if t["attack"] == "pgd:average" for c in t["comparisons"]

@@ -425,7 +425,7 @@ def _pct(ms: dict | None, digits: int = 2) -> str:
 def diff_text(c: dict) -> str:
     """``+1.23 [-0.40, 2.86] tie`` in accuracy points."""
     if not c["ci"]:  # not a tie either: nothing was measured that could decide
-        return f"{100 * c['diff']:+.2f} (no interval: <2 seeds or no spread) undecided"
+        return f"{100 * c['diff']:+.2f} (no interval: fewer than 2 seeds or no spread) undecided"
     return f"{100 * c['diff']:+.2f} [{100 * c['ci'][0]:+.2f}, {100 * c['ci'][1]:+.2f}] {c.get('verdict') or verdict(c)}"
 
 

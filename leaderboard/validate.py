@@ -40,6 +40,8 @@ def consistency_problems(doc: dict[str, Any]) -> list[str]:
         part = doc.get(section)
         if isinstance(part, dict) and key in part and (problem := name_problem(f"{section}.{key}", part[key])):
             out.append(problem)
+    if any("result field dataset.name" in p for p in out):
+        return out  # one line for a hostile dataset name, not a second one for "unknown dataset"
     flops = doc["model"].get("flops_per_exit") or []
     out += _rising(flops, "model.flops_per_exit")
     budgeted = doc["evaluation"].get("budgeted") or {}

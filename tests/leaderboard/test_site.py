@@ -100,3 +100,36 @@ def test_reported_numbers_stand_beside_measured_never_in_a_ranking(tmp_path):
     assert "Table" not in index.split("<main>")[1]  # the rankings hold measured entries only
     cifar10 = next((tmp_path / "site").glob("cifar10-*.html")).read_text()
     assert "46.53 · 47.65 · 50.71" in cifar10 and "not measured" in cifar10  # Table 2(a), NEO-KD
+
+
+BLOCK_TORCH_IMPORT = """
+import sys
+class _Block:
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise ImportError("the board imported torch")
+sys.meta_path.insert(0, _Block())
+import neokd_bench.contract
+import neokd_bench.leaderboard.site
+import neokd_bench.leaderboard.validate
+assert neokd_bench.contract.THREAT["fashion-mnist"].eps == 0.1
+assert "torch" not in sys.modules
+print(" ".join(sorted(m for m in sys.modules if m.startswith("neokd_bench"))))
+"""
+
+
+def test_importing_the_board_and_the_contract_with_torch_blocked_works():
+    proc = subprocess.run([sys.executable, "-c", BLOCK_TORCH_IMPORT], capture_output=True, text=True, cwd=ROOT,
+                          timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    loaded = set(proc.stdout.split())
+    # the board reaches the runtime only through the torch-free contract (and the plot helpers it shares)
+    assert not loaded & {"neokd_bench.presets", "neokd_bench.trainer", "neokd_bench.evaluation"}, loaded
+    assert "neokd_bench.contract" in loaded
+
+
+def test_no_defense_is_special_cased_by_name():
+    import neokd_bench.leaderboard.aggregate as aggregate
+
+    source = Path(aggregate.__file__).read_text()
+    assert "OURS" not in source and '"neokd"' not in source

@@ -404,8 +404,8 @@ HEADLINE_NOTE = ("The headline is the per-exit worst case: a test image counts a
                  "is correct on every adversarial example the evaluation made for it (every attack, every "
                  "single-exit candidate of max-average, every attack seed), as an attacker who knows which exit "
                  "will answer would choose. The paper's protocol (PGD max-average and average) keeps one "
-                 "adversarial example per image and attack, so it can only be higher; it stays beside the "
-                 "headline, labelled as the paper's.")
+                 "adversarial example per image and attack, so its accuracy is never below the worst case; it "
+                 "stays beside the headline, labelled as the paper's.")
 
 _MD_SPECIAL = frozenset("\\`*_{}[]<>()#+!|$~&\"'")
 
@@ -494,7 +494,8 @@ def markdown(summary: dict, title: str) -> str:
             parts = "; ".join(f"{md_escape(p['label'])} on {', '.join(str(n) for n in p['n'])} images"
                               for p in e.get("worst_case_parts") or [])
             lines.append(f"- worst case of {md_escape(e['defense'])} taken over: {parts or 'no parts recorded'}")
-        lines.append("")
+        if measured:
+            lines.append("")
     seen_clean = set()
     for t in summary["tables"]:
         where = (t["dataset"], t["preset"])

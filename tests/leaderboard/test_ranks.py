@@ -80,3 +80,19 @@ def test_the_board_ranks_the_hand_built_chain(one_result, tmp_path):
     c_row = attack_row(html, "c")
     assert '<td class="rank">2' in c_row and "below a" in c_row and "tie" not in c_row
     assert "Holm" in html  # the page says how the intervals are corrected
+
+
+def test_on_the_committed_boards_no_row_shares_a_rank_with_an_entry_that_beats_it():
+    from .conftest import ROOT
+
+    for folder in sorted((ROOT / "leaderboard" / "results").iterdir()):
+        if not folder.is_dir():
+            continue
+        summary = summarize(make_entries(load_results([folder])))
+        for table in summary["tables"] + summary["headline"]:
+            rank = {r["defense"]: r["rank"] for r in table["ranking"]}
+            for pair in table["pairs"]:
+                if pair["significant_holm"]:
+                    assert rank[pair["against"]] > rank[pair["defense"]], (folder.name, table["attack"], pair)
+                    assert pair["defense"] in next(r for r in table["ranking"]
+                                                   if r["defense"] == pair["against"])["beaten_by"]

@@ -291,19 +291,23 @@ def _comparisons(entries: list[dict], metric: str) -> list[dict]:
 
 
 def _ranked(rows: list[dict], metric: str) -> tuple[list[dict], list[dict]]:
-    """Rows (entries that have ``metric``) ranked by Chatbot Arena's rule on the mean over exits; returns the
-    ranked rows (sorted by rank, then mean) and every pair's test."""
+    """Rows (entries that have ``metric``) ranked by Chatbot Arena's rule on the mean over exits (and, shown
+    beside each exit's number, on that exit alone); returns the ranked rows (sorted by rank, then mean) and
+    every pair's test on the mean."""
     samples = {i: metric_values(e["_runs"], metric, None) for i, e in enumerate(rows)}
     if not samples:
         return [], []
     sig = significance_ranks(samples)
+    L = min(e["num_exits"] for e in rows)
+    per_exit = [significance_ranks({i: metric_values(e["_runs"], metric, k) for i, e in enumerate(rows)})["rank"]
+                for k in range(L)]
     order = sorted(samples, key=lambda i: (sig["rank"][i], -rows[i]["accuracy"][metric]["avg"]["mean"],
                                            rows[i]["defense"], rows[i]["model"]))
     ranked = []
     for pos, i in enumerate(order):
         above = order[pos - 1] if pos else None
         ranked.append({
-            "rank": sig["rank"][i], "entry": rows[i], "measured": True,
+            "rank": sig["rank"][i], "entry": rows[i], "measured": True, "exit_ranks": [r[i] for r in per_exit],
             "tied_with_above": above is not None and sig["rank"][above] == sig["rank"][i],
             "shares_rank": sum(sig["rank"][j] == sig["rank"][i] for j in order) > 1,
             "vs_above": welch_diff(samples[above], samples[i]) if above is not None else None,
@@ -352,7 +356,7 @@ def headline_tables(entries: list[dict]) -> list[dict]:
         have = [e for e in es if WORST in e["accuracy"]]
         ranked, pairs = _ranked(have, WORST)
         missing = [{"rank": None, "entry": e, "measured": False, "tied_with_above": False, "shares_rank": False,
-                    "vs_above": None, "beaten_by": []}
+                    "vs_above": None, "beaten_by": [], "exit_ranks": None}
                    for e in sorted((e for e in es if WORST not in e["accuracy"]),
                                    key=lambda e: (e["defense"], e["model"]))]
         out.append({"dataset": ds, "preset": preset, "attack": WORST, "paper": False, "headline": True,
@@ -365,7 +369,7 @@ def _public_table(t: dict) -> dict:
     return {"dataset": t["dataset"], "preset": t["preset"], "attack": t["attack"],
             "ranking": [{"rank": r["rank"], "defense": r["entry"]["defense"], "model": r["entry"]["model"],
                          "tied_with_above": r["tied_with_above"], "beaten_by": r["beaten_by"],
-                         "measured": r["measured"]} for r in t["rows"]],
+                         "exit_ranks": r["exit_ranks"], "measured": r["measured"]} for r in t["rows"]],
             "pairs": t["pairs"], "comparisons": t["comparisons"]}
 
 

@@ -113,3 +113,11 @@ def test_masking_verdicts_are_flagged_or_said_not_checked(one_result, tmp_path):
     assert "masking check failed" in strong and "Square 27.5% vs PGD 37.0% at exit 1" in strong
     assert "not checked" in weak and "masking check failed" not in weak
     assert "masking check failed" in markdown(summarize(list(entries.values())), "t")
+
+
+def test_each_exit_of_the_headline_has_its_own_rank(one_result, tmp_path):
+    _write_pair(one_result, tmp_path / "res", worst=True)
+    head = summarize(make_entries(load_results([tmp_path / "res"])))["headline"][0]
+    ranks = {r["defense"]: r["exit_ranks"] for r in head["ranking"]}
+    # exit 1 varies with the seed on both sides (10 points apart): significant; exits 2 and 3 have no spread
+    assert ranks == {"strong": [1, 1, 1], "weak": [2, 1, 1]}

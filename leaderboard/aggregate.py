@@ -180,6 +180,17 @@ def worst_case_parts(runs: list[dict]) -> list[dict] | None:
     return [{"label": label, "n": ns} for label, ns in parts.items()]
 
 
+def parts_text(parts: list[dict] | None) -> str:
+    """``pgd:max-average on 2000 images; square:exit:0 on 500`` (per-seed counts listed when they differ)."""
+    if not parts:
+        return "no parts recorded"
+    out = []
+    for p in parts:
+        ns = sorted(set(p["n"]), key=str)
+        out.append(f"{p['label']} on {ns[0] if len(ns) == 1 else ', '.join(str(n) for n in p['n'])} images")
+    return "; ".join(out)
+
+
 def masking_status(runs: list[dict]) -> dict:
     """The masking verdict of an entry over its seeds: ``failed`` when any seed's checks failed (the names of
     the failed checks are kept), ``passed`` when every seed was checked and passed, else ``not checked``."""
@@ -359,7 +370,11 @@ def headline_tables(entries: list[dict]) -> list[dict]:
                     "vs_above": None, "beaten_by": [], "exit_ranks": None}
                    for e in sorted((e for e in es if WORST not in e["accuracy"]),
                                    key=lambda e: (e["defense"], e["model"]))]
+        by_parts: dict[str, list[str]] = {}
+        for r in ranked:
+            by_parts.setdefault(parts_text(r["entry"]["worst_case_parts"]), []).append(r["entry"]["defense"])
         out.append({"dataset": ds, "preset": preset, "attack": WORST, "paper": False, "headline": True,
+                    "parts": [{"defenses": names, "text": text} for text, names in by_parts.items()],
                     "rows": ranked + missing, "pairs": pairs, "comparisons": _comparisons(have, WORST) if have else [],
                     "paper_protocol": [lab for lab in PAPER_PROTOCOL if any(lab in e["accuracy"] for e in es)]})
     return out
@@ -495,9 +510,8 @@ def markdown(summary: dict, title: str) -> str:
             lines += ["Not measured: the results of the rows without a rank carry no worst case; re-evaluate "
                       "them to rank them here.", ""]
         for e in measured:
-            parts = "; ".join(f"{md_escape(p['label'])} on {', '.join(str(n) for n in p['n'])} images"
-                              for p in e.get("worst_case_parts") or [])
-            lines.append(f"- worst case of {md_escape(e['defense'])} taken over: {parts or 'no parts recorded'}")
+            lines.append(f"- worst case of {md_escape(e['defense'])} taken over: "
+                         f"{md_escape(parts_text(e.get('worst_case_parts')))}")
         if measured:
             lines.append("")
     seen_clean = set()

@@ -49,7 +49,7 @@ def test_the_worst_case_heads_the_board_and_ranks_it(one_result, tmp_path):
     assert {p["label"]: p["n"] for p in strong["worst_case_parts"]}["apgd-dlr:exit:0"] == [200, 200, 200]
     md = markdown(summary, "t")
     assert md.index("worst case per exit (headline)") < md.index("pgd:max-average")
-    assert "apgd-dlr:exit:0 on 200, 200, 200 images" in md
+    assert "apgd-dlr:exit:0 on 200 images" in md
 
     build([tmp_path / "res"], tmp_path / "site")
     html = (tmp_path / "site" / "index.html").read_text()
@@ -58,7 +58,7 @@ def test_the_worst_case_heads_the_board_and_ranks_it(one_result, tmp_path):
     cell = first.split('data-defense="strong"')[1].split('data-exit="mean" data-metric="worst-case"')[1]
     assert cell.startswith("><strong>42.00<")  # mean over exits and seeds of the worst case, in %
     assert "(paper)" in first and "the paper's protocol" in first  # the paper's protocol stands beside it
-    assert "apgd-dlr:exit:0 (200, 200, 200)" in html  # on how many images each part was measured
+    assert "apgd-dlr:exit:0 on 200 images" in html  # on how many images each part was measured
     assert "worst case" in html.split("<section class=\"intro\">")[1].split("</section>")[0]
 
 

@@ -6,7 +6,12 @@
 * :func:`plot_transfer` - the transferability map (paper Fig. 4): rows are the exit attacked, columns the
   exit measured, cells annotated with the success rate in %, exits labelled 1-based, and the mean of the
   off-diagonal cells in the title ("Avg. w/o Diag.").
+* :func:`plot_budgeted_seeds` - the same under one attack, one line per entry: the mean over its training seeds
+  of the accuracy each seed's envelope reaches at each budget, with a band (min-max over the seeds);
 * :func:`plot_result` - both, beside a result JSON.
+
+No text on a figure is parsed as mathtext or TeX (``text.parse_math`` and ``text.usetex`` off while a figure is
+drawn): a name with ``$`` in it is shown as typed, never interpreted.
 
 Every figure is written as PNG and SVG (or the ``formats`` asked for), without dates or random ids,
 atomically (rendered to memory, then temp file + ``os.replace``).
@@ -26,12 +31,27 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from .errors import UsageError
-from .leaderboard.budget import pareto_envelope
+from .leaderboard.budget import accuracy_at, pareto_envelope
 from .results import atomic_write
 
 FORMATS = ("png", "svg")
 #: No clock and no random ids in the files: the same result gives the same bytes (the leaderboard relies on it).
 _METADATA = {"svg": {"Date": None}, "png": {"Software": None}}
+#: Every figure is drawn under these settings: text from a result file is never parsed as mathtext or TeX.
+PLAIN_TEXT = {"text.parse_math": False, "text.usetex": False}
+#: The band drawn around the mean over training seeds in :func:`plot_budgeted_seeds` (said on the figure).
+BAND = "min-max over training seeds"
+
+
+def plain_text(func):
+    """Run a plotting function with :data:`PLAIN_TEXT` (texts take ``parse_math`` when they are created)."""
+    import functools
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        with matplotlib.rc_context(PLAIN_TEXT):
+            return func(*args, **kwargs)
+    return wrapper
 
 
 def _save(fig: Any, base: Path, formats: Sequence[str] = FORMATS) -> list[Path]:
@@ -65,6 +85,7 @@ def default_curve(results: Sequence[dict[str, Any]]) -> str:
     return common[0] if common else "clean"
 
 
+@plain_text
 def plot_budgeted(results: dict[str, Any] | Sequence[dict[str, Any]], out: str | os.PathLike, *,
                   curve: str | None = None, labels: Sequence[str] | None = None,
                   formats: Sequence[str] = FORMATS) -> list[Path]:
@@ -94,6 +115,7 @@ def plot_budgeted(results: dict[str, Any] | Sequence[dict[str, Any]], out: str |
     return _save(fig, _base(out), formats)
 
 
+@plain_text
 def plot_transfer(result: dict[str, Any], out: str | os.PathLike, *, title: str | None = None,
                   formats: Sequence[str] = FORMATS) -> list[Path]:
     """The transferability heatmap of one result, annotated like the paper's Fig. 4."""
@@ -117,6 +139,42 @@ def plot_transfer(result: dict[str, Any], out: str | os.PathLike, *, title: str 
     summary = f"Avg. w/o Diag.: {100 * off:.2f}%" if off is not None else "Avg. w/o Diag.: n/a"
     ax.set_title(f"{title or result_label(result)} ({summary}, n={tr['n']})", fontsize=10)
     fig.colorbar(im, ax=ax, label="attack success rate (%)")
+    return _save(fig, _base(out), formats)
+
+
+def seed_band(curves: Sequence[dict[str, Any]], points: int = 60) -> tuple[list[float], list[float], list[float],
+                                                                           list[float]]:
+    """``(mflops, mean, low, high)`` of several seeds' curves of one attack: each seed's upper envelope,
+    interpolated on a shared grid of budgets (where every seed has a point), averaged; the band is the min and
+    max over the seeds."""
+    import numpy as np
+
+    lo = max(min(c["mflops"]) for c in curves)
+    hi = min(max(c["mflops"]) for c in curves)
+    grid = np.linspace(lo, hi, points) if hi > lo else np.array([lo])
+    acc = np.array([accuracy_at(c["mflops"], c["accuracy"], grid) for c in curves])
+    return grid.tolist(), acc.mean(axis=0).tolist(), acc.min(axis=0).tolist(), acc.max(axis=0).tolist()
+
+
+@plain_text
+def plot_budgeted_seeds(groups: dict[str, Sequence[dict[str, Any]]], out: str | os.PathLike, *, curve: str,
+                        formats: Sequence[str] = FORMATS) -> list[Path]:
+    """Budgeted accuracy against MFLOPs under ``curve``, one line per name of ``groups`` (name -> the budgeted
+    curves of its training seeds): the mean over seeds with a band, min-max over the seeds (:func:`seed_band`)."""
+    if not groups:
+        raise UsageError("no result to plot; pass at least one result JSON")
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for name, curves in groups.items():
+        xs, mean, low, high = seed_band(curves)
+        line, = ax.plot(xs, [100 * v for v in mean], "-", label=f"{name} (n={len(curves)})")
+        ax.fill_between(xs, [100 * v for v in low], [100 * v for v in high], color=line.get_color(), alpha=0.2,
+                        linewidth=0)
+    ax.set_xlabel("average budget per test sample (MFLOPs, fvcore)")
+    ax.set_ylabel(f"{'clean' if curve == 'clean' else 'adversarial'} test accuracy (%)")
+    ax.set_title(f"budgeted prediction: {curve}\nline: mean over training seeds; band: {BAND.split(' over')[0]}",
+                 fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
     return _save(fig, _base(out), formats)
 
 

@@ -1,6 +1,7 @@
 """Presets: every protocol number in one place, with its source (airbench style).
 
-* :data:`THREAT` - the L-inf threat model per dataset (paper Sec. 4.1, App. A.2; DESIGN.md table).
+* :data:`THREAT` - the L-inf threat model per dataset (paper Sec. 4.1, App. A.2; defined in
+  :mod:`neokd_bench.contract`, shared with the board).
 * :data:`TRAIN_PRESETS` - ``(dataset, tag) -> TrainPreset``. ``paper`` follows App. A.1; ``smoke`` runs in
   minutes on a 2-core CPU with the bundled Fashion-MNIST subset.
 * :func:`attack_settings` - PGD-7 for training, PGD-50 / PGD-100 for testing.
@@ -13,25 +14,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from .contract import THREAT, Threat
 from .errors import UsageError
 
-
-@dataclass(frozen=True)
-class Threat:
-    eps: float
-    step_size: float
-    source: str
-
-
-THREAT: dict[str, Threat] = {
-    "mnist": Threat(0.3, 20 / 255, "paper Sec. 4.1 / App. A.2"),
-    # Not in the paper: eps 0.1 and step 0.025 (DESIGN.md, Fashion-MNIST column).
-    "fashion-mnist": Threat(0.1, 0.025, "DESIGN.md (Fashion-MNIST is not in the paper)"),
-    "cifar10": Threat(8 / 255, 2 / 255, "paper App. A.2"),
-    "cifar100": Threat(8 / 255, 2 / 255, "paper App. A.2"),
-    "tiny-imagenet": Threat(2 / 255, (2 / 3) * (2 / 255), "paper App. A.2 (step = 2/3 eps)"),
-    "imagenet": Threat(2 / 255, (2 / 3) * (2 / 255), "paper App. A.2 (step = 2/3 eps)"),
-}
+# The threat model per dataset is shared with the board, which imports no torch: it lives in neokd_bench.contract.
 
 # Per-exit KD weight gamma of NEO-KD, paper App. A.2. Datasets not in the paper use all ones.
 GAMMA: dict[str, tuple[float, ...]] = {

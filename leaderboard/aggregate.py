@@ -1,14 +1,23 @@
 """Seeds grouped into leaderboard entries, and the summary of a set of result files (no torch).
 
 An *entry* is one (dataset, preset, model, defense): the result files of its training seeds. For each entry
-and exit it holds the mean ± std over seeds of clean accuracy and of every attack's adversarial accuracy (a
-run's own value is its mean over attack seeds), the FLOPs per exit, the budget needed to reach a target
-accuracy, the transferability summary and, when measured, the efficiency figures.
+and exit it holds the mean ± std over seeds of clean accuracy, of the per-exit worst case
+(``evaluation.anytime.worst_case``: a sample is robust at exit k only if exit k is correct on every adversarial
+example the evaluation made for it) and of every attack's adversarial accuracy (a run's own value is its mean
+over attack seeds), the FLOPs per exit, the budget needed to reach a target accuracy, the transferability
+summary, the masking verdict and, when measured, the efficiency figures.
+
+:func:`headline_tables` ranks the entries of each (dataset, preset) by the worst case; :func:`tables` ranks them
+under each attack of the paper's protocol (and any other attack). A rank is 1 + the number of entries whose lead
+over it is significant (:func:`neokd_bench.leaderboard.stats.significance_ranks`: 95% Welch over training seeds,
+Holm-corrected over every pair of the table). An entry whose result lacks the worst case is "not measured" under
+that heading: no weaker number stands in for it.
 
 :func:`summarize` adds, for every (dataset, preset, attack) and exit (and the mean over exits), the mean
-difference over seeds of each defense against ``adv`` and of ``neokd`` against the best other defense, with
-its 95% Welch interval (:mod:`.stats`). :func:`markdown` writes ``SUMMARY.md``; ``summary.json`` is the same
-dict. A lead whose interval straddles zero is printed as a tie, never as a win.
+difference over seeds of each defense against the baseline ``adv`` (adversarial training, the reference every
+table of the paper compares with), with its 95% Welch interval (:mod:`.stats`). No defense is special-cased by
+name beyond that baseline. :func:`markdown` writes ``SUMMARY.md`` (every string from a result escaped);
+``summary.json`` is the same dict. A lead whose interval straddles zero is printed as a tie, never as a win.
 """
 
 from __future__ import annotations
@@ -21,11 +30,15 @@ from typing import Any
 from neokd_bench.errors import UsageError
 
 from .budget import budget_to_reach
-from .stats import mean_std, verdict, welch_diff
+from .stats import mean_std, significance_ranks, t_interval, verdict, welch_diff
 from .validate import check_file
 
+#: The reference defense differences are taken against: adversarial training, as in every table of the paper.
 BASELINE = "adv"
-OURS = "neokd"
+#: The headline metric: the per-sample worst case over every adversarial example of the evaluation, per exit.
+WORST = "worst-case"
+#: The attacks of the paper's protocol (Sec. 4.1), shown beside the headline and labelled as the paper's.
+PAPER_PROTOCOL = ("pgd:max-average", "pgd:average")
 NOT_RESULTS = ("summary.json",)
 #: Entry fields shown on the site's entry pages but left out of ``summary.json`` (the result files hold them).
 DETAIL_KEYS = ("config", "assumptions", "training_config", "attacks", "provenance", "class", "page")
@@ -81,8 +94,14 @@ def entry_key(doc: dict) -> tuple[str, str, str, str]:
     return doc["dataset"]["name"], preset_of(doc), doc["model"]["name"], defense
 
 
+def _attack_entry(doc: dict, label: str) -> dict | None:
+    """``evaluation.anytime.adversarial[label]``, or the worst case for :data:`WORST` (None when absent)."""
+    anytime = doc["evaluation"]["anytime"]
+    return anytime.get("worst_case") if label == WORST else anytime["adversarial"].get(label)
+
+
 def _adv_values(doc: dict, label: str, k: int | None) -> float | None:
-    entry = doc["evaluation"]["anytime"]["adversarial"].get(label)
+    entry = _attack_entry(doc, label)
     if not entry or not isinstance(entry.get("top1"), dict):
         return None
     return entry["top1"]["avg"]["mean"] if k is None else entry["top1"]["mean"][k]
@@ -94,7 +113,8 @@ def _clean_values(doc: dict, k: int | None) -> float:
 
 
 def metric_values(runs: list[dict], metric: str, k: int | None) -> list[float]:
-    """One value per training seed: ``metric`` is ``clean`` or an attack label; ``k`` an exit or None (mean)."""
+    """One value per training seed: ``metric`` is ``clean``, :data:`WORST` or an attack label; ``k`` an exit or
+    None (mean). Runs that lack the metric are left out (callers check that every seed has it)."""
     vals = [_clean_values(r, k) if metric == "clean" else _adv_values(r, metric, k) for r in runs]
     return [v for v in vals if v is not None]
 
@@ -159,6 +179,47 @@ def _efficiency(runs: list[dict], joined: dict[str, tuple[Path, dict]] | None = 
     return out
 
 
+def worst_case_parts(runs: list[dict]) -> list[dict] | None:
+    """What the worst case of an entry was taken over: ``[{"label", "n": [test images per seed...]}]`` in the
+    order of the first run; None unless every run has a worst case."""
+    cases = [r["evaluation"]["anytime"].get("worst_case") for r in runs]
+    if not runs or not all(isinstance(c, dict) for c in cases):
+        return None
+    parts: dict[str, list[int]] = {}
+    for c in cases:
+        for part in c.get("parts") or []:
+            parts.setdefault(str(part.get("label")), []).append(part.get("n"))
+    return [{"label": label, "n": ns} for label, ns in parts.items()]
+
+
+def parts_text(parts: list[dict] | None) -> str:
+    """``pgd:max-average on 2000 images; square:exit:0 on 500`` (per-seed counts listed when they differ)."""
+    if not parts:
+        return "no parts recorded"
+    out = []
+    for p in parts:
+        ns = sorted(set(p["n"]), key=str)
+        out.append(f"{p['label']} on {ns[0] if len(ns) == 1 else ', '.join(str(n) for n in p['n'])} images")
+    return "; ".join(out)
+
+
+def masking_status(runs: list[dict]) -> dict:
+    """The masking verdict of an entry over its seeds: ``failed`` when any seed's checks failed (the names of
+    the failed checks are kept), ``passed`` when every seed was checked and passed, else ``not checked``."""
+    records = [r["evaluation"].get("masking") for r in runs]
+    checked = [m for m in records if isinstance(m, dict)]
+    failed = sorted({str(c.get("name")) for m in checked for c in m.get("checks") or [] if not c.get("passed")})
+    if any(not m.get("passed") for m in checked) or failed:
+        status = "failed"
+    elif checked and len(checked) == len(runs):
+        status = "passed"
+    else:
+        status = "not checked"
+    details = sorted({f"{c.get('name')}: {c.get('detail')}" for m in checked for c in m.get("checks") or []
+                      if not c.get("passed")})
+    return {"status": status, "seeds_checked": len(checked), "failed_checks": failed, "details": details}
+
+
 def make_entries(loaded: list[tuple[Path, dict]], efficiency: list[tuple[Path, dict]] | None = None) -> list[dict]:
     """Entries sorted by (dataset, preset, model, defense); runs inside by training seed then file name.
 
@@ -175,7 +236,8 @@ def make_entries(loaded: list[tuple[Path, dict]], efficiency: list[tuple[Path, d
         first = runs[0]
         L = first["model"]["num_exits"]
         labels = sorted({lab for r in runs for lab in r["evaluation"]["anytime"]["adversarial"]})
-        metrics = {"clean": None, **{lab: None for lab in labels}}
+        parts = worst_case_parts(runs)
+        metrics = {"clean": None, **({WORST: None} if parts is not None else {}), **{lab: None for lab in labels}}
         stats = {m: {"per_exit": [mean_std(metric_values(runs, m, k)) for k in range(L)],
                      "avg": mean_std(metric_values(runs, m, None))} for m in metrics}
         transfer = [r["evaluation"].get("transfer") for r in runs]
@@ -190,6 +252,7 @@ def make_entries(loaded: list[tuple[Path, dict]], efficiency: list[tuple[Path, d
             "transfer_offdiag": (mean_std([t["offdiag_mean"] for t in transfer])
                                  if all(t and t.get("offdiag_mean") is not None for t in transfer) else None),
             "efficiency": _efficiency(runs, joined),
+            "worst_case_parts": parts, "masking": masking_status(runs),
             "source": defense.get("source"), "class": defense.get("class"),
             "config": defense.get("config"), "assumptions": list(defense.get("assumptions") or []),
             "training_config": (first.get("training") or {}).get("config"),
@@ -201,9 +264,12 @@ def make_entries(loaded: list[tuple[Path, dict]], efficiency: list[tuple[Path, d
 
 
 def budgets(entries: list[dict], label: str, target: float | None = None) -> dict | None:
-    """MFLOPs each entry needs to reach ``target`` adversarial accuracy (``label``'s budgeted curve).
+    """MFLOPs each entry needs to reach ``target`` adversarial accuracy (``label``'s budgeted curve), over its
+    training seeds: mean ± std, the 95% t-interval of the mean, and against :data:`BASELINE` the Welch interval
+    of the difference (a saving whose interval straddles zero is a tie).
 
-    The default target is the paper's choice: a level every entry reaches (the lowest best accuracy).
+    The default target is the paper's choice: a level every seed of every entry reaches (the lowest best
+    accuracy).
     """
     curves = {e["defense"]: [r["evaluation"].get("budgeted", {}).get("curves", {}).get(label)
                              for r in e["_runs"]] for e in entries}
@@ -211,14 +277,25 @@ def budgets(entries: list[dict], label: str, target: float | None = None) -> dic
         return None
     if target is None:
         target = min(max(c["accuracy"]) for cs in curves.values() for c in cs)
-    reach = {}
+    reach, values = {}, {}
     for name, cs in curves.items():
-        vals = [b for c in cs if (b := budget_to_reach(c["mflops"], c["accuracy"], target)) is not None]
-        reach[name] = mean_std(vals) if vals else {"mean": None, "std": None, "n": 0, "values": []}
-    return {"attack": label, "target_accuracy": target, "mflops_to_reach": reach}
+        values[name] = [b for c in cs if (b := budget_to_reach(c["mflops"], c["accuracy"], target)) is not None]
+        vals = values[name]
+        reach[name] = ({**mean_std(vals), "ci": t_interval(vals), "seeds": len(cs)} if vals else
+                       {"mean": None, "std": None, "n": 0, "values": [], "ci": None, "seeds": len(cs)})
+    for name, v in reach.items():
+        base = values.get(BASELINE)
+        v["vs_baseline"] = None
+        if name != BASELINE and base and values[name]:
+            d = welch_diff(values[name], base)
+            # fewer MFLOPs is better: a significant negative difference is a saving ("win")
+            v["vs_baseline"] = {**d, "verdict": {"win": "loss", "loss": "win"}.get(verdict(d), "tie"),
+                                "saved": 1.0 - v["mean"] / reach[BASELINE]["mean"]}
+    return {"attack": label, "target_accuracy": target, "baseline": BASELINE, "mflops_to_reach": reach}
 
 
 def _comparisons(entries: list[dict], metric: str) -> list[dict]:
+    """Each defense against :data:`BASELINE`, per exit and on the mean over exits (95% Welch interval)."""
     by_name = {e["defense"]: e for e in entries}
     L = max(e["num_exits"] for e in entries)
     rows = []
@@ -226,69 +303,148 @@ def _comparisons(entries: list[dict], metric: str) -> list[dict]:
         where = "avg" if k is None else k
         vals = {n: metric_values(e["_runs"], metric, k) for n, e in by_name.items()
                 if k is None or k < e["num_exits"]}
-        pairs = []
-        if BASELINE in vals:
-            pairs += [(n, BASELINE) for n in vals if n != BASELINE]
-        others = {n: v for n, v in vals.items() if n != OURS and v}
-        if OURS in vals and others:
-            best = max(sorted(others), key=lambda n: sum(others[n]) / len(others[n]))
-            if (OURS, best) not in pairs:
-                pairs.append((OURS, best))
-        for a, b in pairs:
-            if not vals[a] or not vals[b]:
+        if BASELINE not in vals or not vals[BASELINE]:
+            continue
+        for a in vals:
+            if a == BASELINE or not vals[a]:
                 continue
-            d = welch_diff(vals[a], vals[b])
-            rows.append({"exit": where, "defense": a, "against": b, **d, "verdict": verdict(d)})
+            d = welch_diff(vals[a], vals[BASELINE])
+            rows.append({"exit": where, "defense": a, "against": BASELINE, **d, "verdict": verdict(d)})
     return rows
 
 
-def tables(entries: list[dict]) -> list[dict]:
-    """One table per (dataset, preset, attack label): rows sorted by mean adversarial accuracy over exits,
-    a row tied with the one above when their difference is not significant over the seeds."""
-    out = []
+def _ranked(rows: list[dict], metric: str) -> tuple[list[dict], list[dict]]:
+    """Rows (entries that have ``metric``) ranked by Chatbot Arena's rule on the mean over exits (and, shown
+    beside each exit's number, on that exit alone); returns the ranked rows (sorted by rank, then mean) and
+    every pair's test on the mean."""
+    samples = {i: metric_values(e["_runs"], metric, None) for i, e in enumerate(rows)}
+    if not samples:
+        return [], []
+    sig = significance_ranks(samples)
+    L = min(e["num_exits"] for e in rows)
+    per_exit = [significance_ranks({i: metric_values(e["_runs"], metric, k) for i, e in enumerate(rows)})["rank"]
+                for k in range(L)]
+    order = sorted(samples, key=lambda i: (sig["rank"][i], -rows[i]["accuracy"][metric]["avg"]["mean"],
+                                           rows[i]["defense"], rows[i]["model"]))
+    ranked = []
+    for pos, i in enumerate(order):
+        above = order[pos - 1] if pos else None
+        ranked.append({
+            "rank": sig["rank"][i], "entry": rows[i], "measured": True, "exit_ranks": [r[i] for r in per_exit],
+            "tied_with_above": above is not None and sig["rank"][above] == sig["rank"][i],
+            "shares_rank": sum(sig["rank"][j] == sig["rank"][i] for j in order) > 1,
+            "vs_above": welch_diff(samples[above], samples[i]) if above is not None else None,
+            "beaten_by": sorted(rows[j]["defense"] for j in sig["beaten_by"][i]),
+        })
+
+    def name(i: int) -> str:
+        return rows[i]["defense"]
+
+    pairs = [{"defense": name(p["a"]), "against": name(p["b"]),
+              **{k: v for k, v in p.items() if k not in ("a", "b")}} for p in sig["pairs"]]
+    return ranked, pairs
+
+
+def _by_protocol(entries: list[dict]) -> dict[tuple[str, str], list[dict]]:
     groups: dict[tuple[str, str], list[dict]] = {}
     for e in entries:
         groups.setdefault((e["dataset"], e["preset"]), []).append(e)
-    for (ds, preset), es in sorted(groups.items()):
-        labels = sorted({m for e in es for m in e["accuracy"] if m != "clean"})
-        for label in labels:
+    return dict(sorted(groups.items()))
+
+
+def attack_labels(entries: list[dict]) -> list[str]:
+    """The attacks measured on some entry: the paper's protocol first, then the others, sorted."""
+    labels = {m for e in entries for m in e["accuracy"] if m not in ("clean", WORST)}
+    return [lab for lab in PAPER_PROTOCOL if lab in labels] + sorted(labels - set(PAPER_PROTOCOL))
+
+
+def tables(entries: list[dict]) -> list[dict]:
+    """One table per (dataset, preset, attack label), rows ranked by mean adversarial accuracy over exits with
+    Chatbot Arena's rule (:func:`_ranked`); a row that shares its rank with the row above is tied with it."""
+    out = []
+    for (ds, preset), es in _by_protocol(entries).items():
+        for label in attack_labels(es):
             rows = [e for e in es if label in e["accuracy"]]
-            rows.sort(key=lambda e: (-e["accuracy"][label]["avg"]["mean"], e["defense"], e["model"]))
-            ranked = []
-            rank = 0
-            for i, e in enumerate(rows):
-                tie = None
-                if i > 0:
-                    tie = welch_diff(metric_values(rows[i - 1]["_runs"], label, None),
-                                     metric_values(e["_runs"], label, None))
-                if i == 0 or tie["significant"]:
-                    rank = i + 1
-                ranked.append({"rank": rank, "tied_with_above": bool(tie and not tie["significant"]),
-                               "vs_above": tie, "entry": e})
-            out.append({"dataset": ds, "preset": preset, "attack": label, "rows": ranked,
-                        "comparisons": _comparisons(rows, label)})
+            ranked, pairs = _ranked(rows, label)
+            out.append({"dataset": ds, "preset": preset, "attack": label, "paper": label in PAPER_PROTOCOL,
+                        "rows": ranked, "pairs": pairs, "comparisons": _comparisons(rows, label)})
     return out
 
 
+def headline_tables(entries: list[dict]) -> list[dict]:
+    """One table per (dataset, preset), ranked by the per-exit worst case (:data:`WORST`, mean over exits).
+    Entries whose results lack it follow, unranked, as "not measured"."""
+    out = []
+    for (ds, preset), es in _by_protocol(entries).items():
+        have = [e for e in es if WORST in e["accuracy"]]
+        ranked, pairs = _ranked(have, WORST)
+        missing = [{"rank": None, "entry": e, "measured": False, "tied_with_above": False, "shares_rank": False,
+                    "vs_above": None, "beaten_by": [], "exit_ranks": None}
+                   for e in sorted((e for e in es if WORST not in e["accuracy"]),
+                                   key=lambda e: (e["defense"], e["model"]))]
+        by_parts: dict[str, list[str]] = {}
+        for r in ranked:
+            by_parts.setdefault(parts_text(r["entry"]["worst_case_parts"]), []).append(r["entry"]["defense"])
+        out.append({"dataset": ds, "preset": preset, "attack": WORST, "paper": False, "headline": True,
+                    "parts": [{"defenses": names, "text": text} for text, names in by_parts.items()],
+                    "rows": ranked + missing, "pairs": pairs, "comparisons": _comparisons(have, WORST) if have else [],
+                    "paper_protocol": [lab for lab in PAPER_PROTOCOL if any(lab in e["accuracy"] for e in es)]})
+    return out
+
+
+def _public_table(t: dict) -> dict:
+    return {"dataset": t["dataset"], "preset": t["preset"], "attack": t["attack"],
+            "ranking": [{"rank": r["rank"], "defense": r["entry"]["defense"], "model": r["entry"]["model"],
+                         "tied_with_above": r["tied_with_above"], "beaten_by": r["beaten_by"],
+                         "exit_ranks": r["exit_ranks"], "measured": r["measured"]} for r in t["rows"]],
+            "pairs": t["pairs"], "comparisons": t["comparisons"]}
+
+
+def curve_labels(entries: list[dict]) -> list[str]:
+    """The attack curves of the budgeted evaluation (``policy-pgd`` included when it ran), in a stable order."""
+    labels = {lab for e in entries for r in e["_runs"]
+              for lab in (r["evaluation"].get("budgeted") or {}).get("curves", {}) if lab != "clean"}
+    return [lab for lab in PAPER_PROTOCOL if lab in labels] + sorted(labels - set(PAPER_PROTOCOL))
+
+
 def summarize(entries: list[dict], target: float | None = None) -> dict:
-    """The JSON summary: entries (numbers only), tables with ranks and ties, comparisons, budgets."""
-    tabs = tables(entries)
-    groups: dict[tuple[str, str], list[dict]] = {}
-    for e in entries:
-        groups.setdefault((e["dataset"], e["preset"]), []).append(e)
+    """The JSON summary: entries (numbers only), the worst-case headline tables and the per-attack tables with
+    ranks (Chatbot Arena's rule, Holm-corrected), every pair's test, comparisons against the baseline, budgets."""
     budget = {}
-    for (ds, preset), es in sorted(groups.items()):
-        labels = sorted({m for e in es for m in e["accuracy"] if m != "clean"})
-        budget[f"{ds}/{preset}"] = {lab: budgets(es, lab, target) for lab in labels}
+    for (ds, preset), es in _by_protocol(entries).items():
+        budget[f"{ds}/{preset}"] = {lab: budgets(es, lab, target) for lab in curve_labels(es)}
     public = [{k: v for k, v in e.items() if not k.startswith("_") and k not in DETAIL_KEYS} for e in entries]
     return {
         "entries": public,
-        "tables": [{"dataset": t["dataset"], "preset": t["preset"], "attack": t["attack"],
-                    "ranking": [{"rank": r["rank"], "defense": r["entry"]["defense"], "model": r["entry"]["model"],
-                                 "tied_with_above": r["tied_with_above"]} for r in t["rows"]],
-                    "comparisons": t["comparisons"]} for t in tabs],
+        "rank_rule": RANK_RULE,
+        "headline": [_public_table(t) for t in headline_tables(entries)],
+        "tables": [_public_table(t) for t in tables(entries)],
         "budgeted": budget,
     }
+
+
+#: How ranks are decided, in the words the board and SUMMARY.md print.
+RANK_RULE = ("A rank is 1 + the number of entries whose lead over this one is significant: the 95% Welch interval "
+             "over training seeds of the difference of the means over exits, over every pair of the table, with "
+             "Holm's correction for testing all pairs at once (family-wise error at most 5%). Entries that no "
+             "entry beats significantly share rank 1; a chain of ties never lifts an entry above one that beats "
+             "it.")
+
+#: What the headline is, in two sentences (the board's index and SUMMARY.md).
+HEADLINE_NOTE = ("The headline is the per-exit worst case: a test image counts as robust at exit k only if exit k "
+                 "is correct on every adversarial example the evaluation made for it (every attack, every "
+                 "single-exit candidate of max-average, every attack seed), as an attacker who knows which exit "
+                 "will answer would choose. The paper's protocol (PGD max-average and average) keeps one "
+                 "adversarial example per image and attack, so its accuracy is never below the worst case; it "
+                 "stays beside the headline, labelled as the paper's.")
+
+_MD_SPECIAL = frozenset("\\`*_{}[]<>()#+!|$~&\"'")
+
+
+def md_escape(text: object) -> str:
+    """``text`` safe in a Markdown table cell or heading: every Markdown or HTML metacharacter is
+    backslash-escaped (CommonMark escapes any ASCII punctuation), line breaks become spaces."""
+    return "".join("\\" + ch if ch in _MD_SPECIAL else " " if ch in "\r\n" else ch for ch in str(text))
 
 
 def _pct(ms: dict | None, digits: int = 2) -> str:
@@ -300,57 +456,115 @@ def _pct(ms: dict | None, digits: int = 2) -> str:
 def diff_text(c: dict) -> str:
     """``+1.23 [-0.40, 2.86] tie`` in accuracy points."""
     if not c["ci"]:  # not a tie either: nothing was measured that could decide
-        return f"{100 * c['diff']:+.2f} (no interval: <2 seeds or no spread) undecided"
+        return f"{100 * c['diff']:+.2f} (no interval: fewer than 2 seeds or no spread) undecided"
     return f"{100 * c['diff']:+.2f} [{100 * c['ci'][0]:+.2f}, {100 * c['ci'][1]:+.2f}] {c.get('verdict') or verdict(c)}"
 
 
+def budget_text(v: dict) -> str:
+    """``4.152 ± 2.678 [0.83, 7.47]`` MFLOPs over the seeds that reach the target."""
+    if v.get("mean") is None:
+        return "not reached"
+    ci = f" [{v['ci'][0]:.3f}, {v['ci'][1]:.3f}]" if v.get("ci") else " (no interval)"
+    return f"{v['mean']:.3f} ± {v['std']:.3f}{ci}"
+
+
+def saving_text(name: str, v: dict, ref: dict) -> str:
+    """The paper's "a vs b MFLOPs, z% saved", with the Welch interval of the difference and its verdict."""
+    c = v.get("vs_baseline")
+    if not c:
+        return ""
+    if not c["ci"]:
+        interval = "no interval"
+    else:
+        interval = f"difference [{c['ci'][0]:+.3f}, {c['ci'][1]:+.3f}] MFLOPs"
+    head = f"{name}: {v['mean']:.2f} vs {BASELINE}: {ref['mean']:.2f} MFLOPs"
+    amount = (f"{100 * c['saved']:.2f}% saved" if c["saved"] >= 0
+              else f"{v['mean'] / ref['mean']:.2f}x the budget of {BASELINE}")
+    return f"{head}, {amount} ({interval}; {c['verdict']})"
+
+
+def _rank_cell(r: dict) -> str:
+    if r["rank"] is None:
+        return "-"
+    return f"{r['rank']}" + (" (tie)" if r["tied_with_above"] else "")
+
+
+def _table_md(t: dict, entries: dict, metric: str, title: str) -> list[str]:
+    es = [entries[(t["dataset"], t["preset"], r["model"], r["defense"])] for r in t["ranking"]]
+    L = max(e["num_exits"] for e in es)
+    lines = [f"## {md_escape(t['dataset'])} / {md_escape(t['preset'])}: {title}", "",
+             "| rank | defense | seeds | " + " | ".join(f"exit {k + 1}" for k in range(L)) + " | avg |",
+             "| --- | --- | --- |" + " --- |" * (L + 1)]
+    for r, e in zip(t["ranking"], es):
+        acc = e["accuracy"].get(metric)
+        cells = [_pct(c) for c in acc["per_exit"]] + [_pct(acc["avg"])] if acc else ["not measured"] * (L + 1)
+        rank = _rank_cell(r) if metric != "clean" else "-"
+        flag = " (masking check failed)" if e.get("masking", {}).get("status") == "failed" else ""
+        lines.append(f"| {rank} | {md_escape(e['defense'])}{flag} | {len(e['seeds'])} | " + " | ".join(cells) + " |")
+    lines.append("")
+    return lines
+
+
 def markdown(summary: dict, title: str) -> str:
-    """``SUMMARY.md``: per-exit accuracy mean ± std over seeds, significance, transferability, budgets."""
+    """``SUMMARY.md``: the worst-case headline, per-exit accuracy mean ± std over seeds under each attack,
+    significance, transferability, budgets. Every string that comes from a result file is escaped."""
     lines = [f"# Reference results: `{title}`", "",
              ("Per-exit top-1 accuracy (%), mean ± std over training seeds. Generated by "
               "`neokd_bench.leaderboard` (`scripts/reference_results.py` or `neokd-bench leaderboard build`); "
-              "every number comes from the result files beside this one."), ""]
+              "every number comes from the result files beside this one."), "", HEADLINE_NOTE, "",
+             f"Ranks: {summary.get('rank_rule', RANK_RULE)}", ""]
     entries = {(e["dataset"], e["preset"], e["model"], e["defense"]): e for e in summary["entries"]}
-    for t in summary["tables"]:
-        es = [entries[(t["dataset"], t["preset"], r["model"], r["defense"])] for r in t["ranking"]]
-        L = max(e["num_exits"] for e in es)
-        for metric in ("clean", t["attack"]):
-            if metric == "clean" and t is not next(x for x in summary["tables"]
-                                                   if (x["dataset"], x["preset"]) == (t["dataset"], t["preset"])):
-                continue
-            lines += [f"## {t['dataset']} / {t['preset']}: {metric}", "",
-                      "| rank | defense | seeds | " + " | ".join(f"exit {k + 1}" for k in range(L)) + " | avg |",
-                      "| --- | --- | --- |" + " --- |" * (L + 1)]
-            for r, e in zip(t["ranking"], es):
-                cells = [_pct(c) for c in e["accuracy"][metric]["per_exit"]]
-                rank = f"{r['rank']}" + (" (tie)" if r["tied_with_above"] else "")
-                lines.append(f"| {rank if metric != 'clean' else '-'} | {e['defense']} | {len(e['seeds'])} | "
-                             + " | ".join(cells) + f" | {_pct(e['accuracy'][metric]['avg'])} |")
+    for h in summary.get("headline", []):
+        lines += _table_md(h, entries, WORST, "worst case per exit (headline)")
+        measured = [entries[(h["dataset"], h["preset"], r["model"], r["defense"])] for r in h["ranking"]
+                    if r["measured"]]
+        if len(measured) < len(h["ranking"]):
+            lines += ["Not measured: the results of the rows without a rank carry no worst case; re-evaluate "
+                      "them to rank them here.", ""]
+        for e in measured:
+            lines.append(f"- worst case of {md_escape(e['defense'])} taken over: "
+                         f"{md_escape(parts_text(e.get('worst_case_parts')))}")
+        if measured:
             lines.append("")
+    seen_clean = set()
+    for t in summary["tables"]:
+        where = (t["dataset"], t["preset"])
+        if where not in seen_clean:
+            seen_clean.add(where)
+            lines += _table_md(t, entries, "clean", "clean")
+        paper = " (the paper's protocol)" if t["attack"] in PAPER_PROTOCOL else ""
+        lines += _table_md(t, entries, t["attack"], md_escape(t["attack"]) + paper)
         if t["comparisons"]:
-            lines += [f"### {t['attack']}: differences over seeds (points, 95% Welch interval)", "",
+            lines += [f"### {md_escape(t['attack'])}: differences over seeds (points, 95% Welch interval)", "",
                       "A difference whose interval straddles zero is a tie.", "",
                       "| exit | defense | against | difference [95% CI] verdict |", "| --- | --- | --- | --- |"]
             for c in t["comparisons"]:
                 ex = "avg" if c["exit"] == "avg" else f"exit {c['exit'] + 1}"
-                lines.append(f"| {ex} | {c['defense']} | {c['against']} | {diff_text(c)} |")
+                lines.append(f"| {ex} | {md_escape(c['defense'])} | {md_escape(c['against'])} | {diff_text(c)} |")
             lines.append("")
     with_transfer = [e for e in summary["entries"] if e["transfer_offdiag"]]
     if with_transfer:
         lines += ["## Transferability (mean off-diagonal attack success rate, %; lower is better)", "",
                   "| dataset / preset | defense | off-diagonal mean |", "| --- | --- | --- |"]
         for e in with_transfer:
-            lines.append(f"| {e['dataset']} / {e['preset']} | {e['defense']} | {_pct(e['transfer_offdiag'])} |")
+            lines.append(f"| {md_escape(e['dataset'])} / {md_escape(e['preset'])} | {md_escape(e['defense'])} | "
+                         f"{_pct(e['transfer_offdiag'])} |")
         lines.append("")
     for where, per_label in summary["budgeted"].items():
         for label, b in per_label.items():
             if not b:
                 continue
-            lines += [f"## Budgeted ({where}): MFLOPs to reach {100 * b['target_accuracy']:.2f}% ({label})", "",
-                      "| defense | MFLOPs | seeds that reach it |", "| --- | --- | --- |"]
+            ref = b["mflops_to_reach"].get(BASELINE)
+            lines += [f"## Budgeted ({md_escape(where)}): MFLOPs to reach {100 * b['target_accuracy']:.2f}% "
+                      f"({md_escape(label)})", "",
+                      "MFLOPs per test sample: mean ± std over the training seeds that reach the target, [95% "
+                      f"t-interval of the mean]; against `{BASELINE}`: the Welch interval of the difference (a "
+                      "saving whose interval straddles zero is a tie).", "",
+                      f"| defense | MFLOPs | seeds that reach it | against {BASELINE} |", "| --- | --- | --- | --- |"]
             for name, v in b["mflops_to_reach"].items():
-                cell = f"{v['mean']:.3f} ± {v['std']:.3f}" if v["values"] else "not reached"
-                lines.append(f"| {name} | {cell} | {len(v['values'])} |")
+                vs = saving_text(md_escape(name), v, ref) if ref and ref.get("mean") else ""
+                lines.append(f"| {md_escape(name)} | {budget_text(v)} | {len(v['values'])} of {v.get('seeds')} | "
+                             f"{vs} |")
             lines.append("")
     return "\n".join(lines)
 

@@ -2,6 +2,8 @@
 
 * :func:`pareto_envelope` - the upper envelope of (cost, accuracy) points;
 * :func:`budget_to_reach` - the budget needed for a target accuracy, linearly interpolated on that envelope;
+* :func:`accuracy_at` - the accuracy that envelope reaches at given budgets (the best of the points that cost no
+  more, linearly interpolated between envelope points; NaN below the cheapest point);
 * :func:`savings` / :func:`format_savings` - "10.59 vs 20.46 MFLOPs, 48.24% saved" as the paper writes it
   (saving = 1 - a / b).
 """
@@ -42,6 +44,15 @@ def budget_to_reach(costs, accuracies, target: float) -> float | None:
         return float(env_c[0])
     c0, c1, a0, a1 = env_c[j - 1], env_c[j], env_a[j - 1], env_a[j]
     return float(c0 + (target - a0) * (c1 - c0) / (a1 - a0))
+
+
+def accuracy_at(costs, accuracies, budgets) -> np.ndarray:
+    """Accuracy reachable at each of ``budgets`` on the piecewise-linear upper envelope (the last point's
+    accuracy beyond the most expensive point; NaN below the cheapest)."""
+    env_c, env_a = pareto_envelope(costs, accuracies)
+    b = np.asarray(budgets, dtype=np.float64)
+    out = np.interp(b, env_c, env_a)
+    return np.where(b < env_c[0], np.nan, out)
 
 
 def savings(budget: float, reference: float) -> float:

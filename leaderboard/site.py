@@ -4,11 +4,14 @@ The site is offline (no CDN, no remote font, no JavaScript), deterministic (no c
 same bytes) and escapes every string that comes from a result file or a plugin (Jinja autoescape; no ``|safe``
 on data; figures are SVG files shown through ``<img>``, where no script runs). Pages:
 
-* ``index.html`` - one table per (dataset, preset, attack), rows sorted by mean adversarial accuracy over
-  exits, ties marked when the lead is not significant over the training seeds;
-* ``<dataset>.html`` - budgeted curves of every defense on one plot, transferability heatmaps, the budget each
-  defense needs to reach a target accuracy against ``adv``, and the paper's reported numbers beside the
-  measured ones;
+* ``index.html`` - per (dataset, preset), the headline table ranked by the per-exit worst case ("not
+  measured" where a result lacks it), the paper's protocol beside it, then one table per attack; ranks follow
+  Chatbot Arena's rule (1 + the entries significantly better, Holm-corrected; :mod:`.aggregate`), and an entry
+  whose masking checks failed is flagged;
+* ``<dataset>.html`` - budgeted curves of every defense on one plot per attack (``policy-pgd`` included when
+  it ran), mean over training seeds with a min-max band, transferability heatmaps, the budget each defense needs
+  to reach a target accuracy with its interval over seeds and against ``adv`` (tie when the saving is not
+  significant), and the paper's reported numbers beside the measured ones;
 * ``entry/<id>.html`` - an entry's resolved config, assumptions and provenance;
 * ``summary.json`` and ``SUMMARY.md`` - the same aggregation as the pages.
 """
@@ -26,16 +29,22 @@ from typing import Any
 
 from .aggregate import (
     BASELINE,
+    HEADLINE_NOTE,
+    RANK_RULE,
+    WORST,
+    budget_text,
     budgets,
+    curve_labels,
     diff_text,
     dumps,
+    headline_tables,
     load_results,
     make_entries,
     markdown,
+    saving_text,
     summarize,
     tables,
 )
-from .budget import format_savings
 from .reported import REPORTED_DIR, load_reported
 
 HERE = Path(__file__).resolve().parent
@@ -53,6 +62,15 @@ def pct(ms: dict | None) -> str:
     return "n/a" if not ms or ms.get("mean") is None else f"{100 * ms['mean']:.2f}"
 
 
+def interval_text(c: dict | None) -> str:
+    """``+1.23 points [-0.40, +2.86]`` (95% Welch), with no verdict (used where the verdict is Holm's)."""
+    if not c:
+        return "n/a"
+    if not c.get("ci"):
+        return f"{100 * c['diff']:+.2f} points (no interval)"
+    return f"{100 * c['diff']:+.2f} points [{100 * c['ci'][0]:+.2f}, {100 * c['ci'][1]:+.2f}]"
+
+
 def _env():
     from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
@@ -62,6 +80,7 @@ def _env():
     env.filters["sd"] = lambda ms: "" if not ms or ms.get("std") is None else f"{100 * ms['std']:.2f}"
     env.filters["f2"] = lambda v: "n/a" if v is None else f"{v:.2f}"
     env.filters["diff"] = diff_text
+    env.filters["interval"] = interval_text
     env.filters["pretty"] = _pretty
     return env
 
@@ -73,7 +92,7 @@ def _pretty(value: Any) -> str:
 
 
 def _write(path: Path, text: str) -> None:
-    from neokd_bench.results import atomic_write
+    from neokd_bench.contract import atomic_write
 
     atomic_write(path, text)
 
@@ -89,16 +108,8 @@ def _mean_matrix(runs: list[dict]) -> dict | None:
                                         "offdiag_mean": sum(off) / len(off) if off else None}}}
 
 
-def _versus(budget: float, reference: float, name: str) -> str:
-    """The paper's "a vs b MFLOPs, z% saved"; a defense that needs more than ``adv`` is said so plainly."""
-    if budget <= reference:
-        return format_savings(budget, reference, name, BASELINE)
-    return (f"{name}: {budget:.2f} vs {BASELINE}: {reference:.2f} MFLOPs, "
-            f"{budget / reference:.2f}x the budget of {BASELINE}")
-
-
 def _dataset_pages(entries: list[dict], reported: list[dict], tabs: list[dict], out: Path) -> list[dict]:
-    from neokd_bench.plots import plot_budgeted, plot_transfer
+    from neokd_bench.plots import BAND, plot_budgeted_seeds, plot_transfer
 
     datasets = sorted({e["dataset"] for e in entries} | {r["dataset"] for r in reported})
     pages = []
@@ -109,24 +120,23 @@ def _dataset_pages(entries: list[dict], reported: list[dict], tabs: list[dict], 
         for preset in sorted({e["preset"] for e in es}):
             pes = [e for e in es if e["preset"] == preset]
             block: dict[str, Any] = {"preset": preset, "curves": [], "transfer": [], "budgets": []}
-            labels = sorted({lab for e in pes for lab in e["accuracy"] if lab != "clean"})
-            for label in labels:
-                have = [e for e in pes if "budgeted" in e["_runs"][0]["evaluation"]
-                        and label in e["_runs"][0]["evaluation"]["budgeted"]["curves"]]
+            for label in curve_labels(pes):
+                have = {e["defense"]: [r["evaluation"]["budgeted"]["curves"][label] for r in e["_runs"]]
+                        for e in pes if all(label in (r["evaluation"].get("budgeted") or {}).get("curves", {})
+                                            for r in e["_runs"])}
                 if have:
                     name = f"plots/{slug(ds, preset, label, 'budgeted')}"
-                    plot_budgeted([e["_runs"][0] for e in have], out / name, curve=label,
-                                  labels=[e["defense"] for e in have], formats=("svg",))
-                    block["curves"].append({"attack": label, "svg": f"{name}.svg",
-                                            "seeds": [e["seeds"][0] for e in have]})
+                    plot_budgeted_seeds(have, out / name, curve=label, formats=("svg",))
+                    block["curves"].append({"attack": label, "svg": f"{name}.svg", "band": BAND,
+                                            "seeds": {d: len(c) for d, c in have.items()}})
                 b = budgets(pes, label)
                 if b:
-                    ref = b["mflops_to_reach"].get(BASELINE, {}).get("mean")
+                    ref = b["mflops_to_reach"].get(BASELINE)
                     rows = []
                     for name_, v in sorted(b["mflops_to_reach"].items()):
-                        vs = (_versus(v["mean"], ref, name_)
-                              if v["mean"] is not None and ref and name_ != BASELINE else "")
-                        rows.append({"defense": name_, "mflops": v, "vs_adv": vs})
+                        vs = saving_text(name_, v, ref) if ref and ref.get("mean") else ""
+                        rows.append({"defense": name_, "mflops": v, "text": budget_text(v), "vs_adv": vs,
+                                     "verdict": (v.get("vs_baseline") or {}).get("verdict")})
                     block["budgets"].append({"attack": label, "target": b["target_accuracy"], "rows": rows})
             for e in pes:
                 mean = _mean_matrix(e["_runs"])
@@ -243,6 +253,7 @@ def _build_into(result_dirs: Iterable[str | Path], out: str | Path, reported_dir
     entries = make_entries(loaded, eff_loaded)
     reported = load_reported(reported_dir)
     tabs = tables(entries)
+    heads = headline_tables(entries)
     summary = summarize(entries)
     digest = hashlib.sha256()
     for path, _ in sorted(loaded, key=lambda pd: pd[0].name) + sorted(eff_loaded, key=lambda pd: str(pd[0])):
@@ -255,7 +266,9 @@ def _build_into(result_dirs: Iterable[str | Path], out: str | Path, reported_dir
     pages = _dataset_pages(entries, reported, tabs, out)
     env = _env()
     common = {"n_files": len(loaded), "inputs_sha256": digest.hexdigest(), "datasets": pages}
-    _write(out / "index.html", env.get_template("index.html.j2").render(tables=tabs, root="", **common))
+    _write(out / "index.html", env.get_template("index.html.j2").render(
+        tables=tabs, headlines=heads, worst=WORST, headline_note=HEADLINE_NOTE, rank_rule=RANK_RULE,
+        baseline=BASELINE, root="", **common))
     for page in pages:
         _write(out / page["file"], env.get_template("dataset.html.j2").render(page=page, root="", **common))
     for e in entries:

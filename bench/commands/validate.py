@@ -12,7 +12,8 @@ from typing import Any
 
 
 def add_parser(sub: Any) -> None:
-    p = sub.add_parser("validate", help="check result files: schema, per-exit lengths, ranges, FLOPs, threat model")
+    p = sub.add_parser("validate", help="check result files: schema, names, per-exit lengths, ranges, FLOPs, "
+                                        "threat model")
     p.add_argument("files", nargs="+", metavar="FILE", help="result JSON files (or folders of them)")
     p.add_argument("--quiet", action="store_true", help="print problems only")
     p.set_defaults(func=run_validate)

@@ -36,3 +36,17 @@ def write_json(path: Path, doc: dict) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(doc, indent=2))
     return path
+
+
+def attack_row(html: str, defense: str, attack: str = "pgd:max-average") -> str:
+    """The cells of ``defense``'s row in the index table of ``attack`` (the worst-case headline table comes
+    first, so a bare search for the defense would find its headline row)."""
+    table = html.split(f'data-attack="{attack}"')[1].split("</table>")[0]
+    return table.split(f'data-defense="{defense}"')[1].split("</tr>")[0]
+
+
+def attack_rows(html: str) -> list[str]:
+    """The entry rows of every per-attack table of the index (the worst-case headline table left out)."""
+    tables = [t.split("</table>")[0] for t in html.split('<table class="leaderboard"')[1:]]
+    return [r.split("</tr>")[0] for t in tables if 'data-attack="worst-case"' not in t.split(">")[0]
+            for r in t.split('<tr class="entry"')[1:]]

@@ -1,4 +1,8 @@
-"""A result file full of hostile strings (names, assumptions, config), for the escaping tests."""
+"""A result file full of hostile strings (source, assumptions, config), for the escaping tests, and hostile names.
+
+Names (defense, model, dataset) must follow the registry grammar, so ``validate`` refuses a hostile one
+(:data:`HOSTILE_NAMES`); the free-text fields a result may carry are where hostile strings can still arrive.
+"""
 
 from __future__ import annotations
 
@@ -24,11 +28,16 @@ TEXT_PAYLOADS = [
 ]
 
 
+#: Names outside the registry grammar: markup, mathtext, a path, upper case, spaces, empty.
+HOSTILE_NAMES = [NAME, "<img src=x onerror=alert(1)>", "$\\undefinedcmd{x}$", "../../etc/passwd", "NeoKD",
+                 "neo kd", "", "-leading-dash", "a" * 65, "neokd|adv", "*neokd*"]
+
+
 def hostile_result(doc: dict) -> dict:
+    """Hostile strings in every free-text field; the names stay registry names (a hostile name is refused)."""
     d = copy.deepcopy(doc)
-    d["defense"]["name"] = NAME
-    d["defense"]["source"] = TEXT_PAYLOADS[9]
+    d["defense"]["name"] = "evil"
+    d["defense"]["source"] = NAME
     d["defense"]["assumptions"] = list(TEXT_PAYLOADS)
     d["defense"]["config"] = {**d["defense"]["config"], **{f"field{i}": p for i, p in enumerate(TEXT_PAYLOADS)}}
-    d["model"]["name"] = TEXT_PAYLOADS[4]
     return d

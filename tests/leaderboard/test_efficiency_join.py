@@ -11,7 +11,7 @@ import pytest
 from neokd_bench.errors import UsageError
 from neokd_bench.leaderboard.site import build
 
-from .conftest import REFERENCE, ROOT, write_json
+from .conftest import REFERENCE, ROOT, attack_row, attack_rows, write_json
 from .hostile import TEXT_PAYLOADS
 
 EFFICIENCY = ROOT / "leaderboard" / "efficiency"
@@ -34,7 +34,7 @@ def efficiency_file(result: dict, sha: str, policy: str = "max-softmax") -> dict
 
 
 def row(html: str, defense: str) -> str:
-    return html.split(f'data-defense="{defense}"')[1].split("</tr>")[0]
+    return attack_row(html, defense)
 
 
 def test_an_efficiency_file_is_joined_to_the_result_of_the_same_weights(one_result, tmp_path):
@@ -61,8 +61,8 @@ def test_an_efficiency_file_is_joined_to_the_result_of_the_same_weights(one_resu
 def test_without_efficiency_files_every_reference_entry_is_not_measured(reference_copy, tmp_path):
     build([reference_copy], tmp_path / "site")
     html = (tmp_path / "site" / "index.html").read_text()
-    rows = html.split('<tr class="entry"')[1:]
-    assert rows and all(r.split("</tr>")[0].count("not measured") == 3 for r in rows)
+    rows = attack_rows(html)
+    assert rows and all(r.count("not measured") == 3 for r in rows)
 
 
 def test_the_committed_efficiency_files_cover_every_reference_entry(reference_copy, tmp_path):
@@ -76,7 +76,7 @@ def test_the_committed_efficiency_files_cover_every_reference_entry(reference_co
         assert eff and len(eff["joined_from"]) == 3 and eff["slowdown_factor"]["n"] == 3, e["defense"]
         assert eff["slowdown_factor"]["mean"] > 1 and eff["protocol"].startswith("PGD-20, 500 test images")
     html = (tmp_path / "site" / "index.html").read_text()
-    assert all(r.split("</tr>")[0].count("not measured") == 0 for r in html.split('<tr class="entry"')[1:])
+    assert all(r.count("not measured") == 0 for r in attack_rows(html))
 
 
 def test_two_efficiency_files_for_one_checkpoint_is_a_one_line_error(one_result, tmp_path):

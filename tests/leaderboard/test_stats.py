@@ -8,7 +8,7 @@ import pytest
 from neokd_bench.leaderboard.aggregate import diff_text, load_results, make_entries, markdown, summarize
 from neokd_bench.leaderboard.stats import mean_std, verdict, welch_diff
 
-from .conftest import write_json
+from .conftest import attack_row, write_json
 
 
 def test_welch_interval_matches_a_hand_computation():
@@ -66,5 +66,5 @@ def test_a_non_significant_lead_is_printed_as_a_tie_on_the_board_and_in_the_summ
 
     build([tmp_path], tmp_path / "site")
     html = (tmp_path / "site" / "index.html").read_text()
-    row = html.split('data-defense="adv"')[1].split("</tr>")[0]
+    row = attack_row(html, "adv")
     assert "tie ↑" in row  # adv shares rank 1 with the leader on the board

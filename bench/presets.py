@@ -81,6 +81,13 @@ class EvalProtocol:
     budget_index: int | None = None  # efficiency metric's allocation (None: closest to an equal share per exit)
     # budgets, spread over the curve, at which policy-pgd is run (efficiency metric); "all": every allocation
     policy_budgets: int | str = 5
+    # Attacks of other kinds run on each exit alone (as in AutoAttack), joining the worst case per exit on the first
+    # per_exit_limit test images (None: all); budgets apgd_steps (APGD iterations) and square_queries.
+    per_exit_attacks: tuple[str, ...] = ()
+    per_exit_limit: int | None = 500
+    apgd_steps: int = 100
+    square_queries: int = 5000
+    masking: bool = False  # record the masking verdict (evaluation.masking) from the stored outcomes
 
 
 @dataclass(frozen=True)

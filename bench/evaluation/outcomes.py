@@ -41,9 +41,9 @@ def pack_bits(table: np.ndarray) -> str:
 def unpack_bits(text: str, n: int, num_exits: int) -> np.ndarray:
     """Inverse of :func:`pack_bits`: the ``[n, num_exits]`` boolean table."""
     raw = np.frombuffer(base64.b64decode(text.encode("ascii"), validate=True), dtype=np.uint8)
-    bits = np.unpackbits(raw, count=n * num_exits) if n * num_exits else np.zeros(0, dtype=np.uint8)
-    if len(bits) != n * num_exits:
-        raise ValueError(f"packed outcomes hold {len(bits)} bits, expected {n} samples x {num_exits} exits")
+    if len(raw) != -(-n * num_exits // 8):
+        raise ValueError(f"packed outcomes hold {8 * len(raw)} bits, expected {n} samples x {num_exits} exits")
+    bits = np.unpackbits(raw, count=n * num_exits)
     return bits.astype(bool).reshape(n, num_exits)
 
 

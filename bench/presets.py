@@ -88,6 +88,7 @@ class EvalProtocol:
     apgd_steps: int = 100
     square_queries: int = 5000
     masking: bool = False  # record the masking verdict (evaluation.masking) from the stored outcomes
+    budgeted_policy_pgd: bool = False  # budgeted curve under policy-pgd at the policy_budgets (curves["policy-pgd"])
 
 
 @dataclass(frozen=True)

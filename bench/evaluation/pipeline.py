@@ -37,7 +37,7 @@ from .anytime import ExitOutcomes, accuracy_summary, collect_outcomes, seeded_su
 from .attacks import default_attacks, per_exit_attacks, resolve_attacks
 from .budgeted import allocation_family, budgeted_curve, thresholds_to_json
 from .options import DEFAULT_METRICS, METRICS, THRESHOLDS_ON
-from .outcomes import outcomes_section, worst_case
+from .outcomes import outcomes_section, record, worst_case
 from .transfer import transfer_matrix
 
 
@@ -106,6 +106,7 @@ def evaluate(model: torch.nn.Module, bundle: Any, *, dataset_key: str, protocol:
     adv_test: dict[str, list[ExitOutcomes]] = {}
     adv_val: dict[str, list[ExitOutcomes]] = {}
     limited: dict[str, list[ExitOutcomes]] = {}  # attacks on the first test images only
+    policy_runs: list[tuple[int, int, ExitOutcomes]] = []  # policy-pgd on the budgeted curve
     attack_wall: dict[str, float] = {}
     with Progress(progress) as prog:
         t = time.perf_counter()
@@ -161,19 +162,6 @@ def evaluate(model: torch.nn.Module, bundle: Any, *, dataset_key: str, protocol:
                 ra.label: {**seeded_summary(limited[ra.label], ra.seeds), "n": ev["attacks"][ra.label]["n"],
                            "wall_s": attack_wall[ra.label]}
                 for ra in resolved if ra.label in limited}
-        if want_adv or limited:
-            ev["outcomes"] = outcomes_section(
-                n=len(y_test), num_exits=num_exits, eps=_threat_eps(dataset_key), clean_top1=clean.top1,
-                attacks=[(ra.label, ra.seeds, adv_test.get(ra.label) or limited.get(ra.label) or [],
-                          np.arange(len(y_test) if ra.limit is None else ev["attacks"][ra.label]["n"]))
-                         for ra in resolved])
-            ev["anytime"]["worst_case"] = worst_case(ev["outcomes"], ev["attacks"])
-        if getattr(protocol, "masking", False) and "outcomes" in ev:
-            from .masking import protocol_masking
-
-            t = time.perf_counter()
-            ev["masking"] = protocol_masking(model, x_test, y_test, ev, device=device)
-            wall["masking_s"] = time.perf_counter() - t
 
         if want_val and exit_costs is None:
             from ..flops import exit_flops
@@ -189,7 +177,30 @@ def evaluate(model: torch.nn.Module, bundle: Any, *, dataset_key: str, protocol:
                 seeds={ra.label: ra.seeds for ra in resolved}, exit_costs=exit_costs,
                 thresholds_on=thresholds_on, count=int(getattr(protocol, "budget_allocations", 100)),
                 ensemble=ensemble, policy=str(getattr(protocol, "policy", "max-softmax")))
+            if getattr(protocol, "budgeted_policy_pgd", False):
+                from .efficiency import budgeted_policy_pgd
+
+                ev["budgeted"]["curves"]["policy-pgd"], policy_runs = budgeted_policy_pgd(
+                    model, x_test, y_test, clean_val=clean_val, protocol=protocol, dataset_key=dataset_key,
+                    device=device, exit_costs=exit_costs, attacks_out=ev["attacks"], batch_size=batch_size,
+                    ensemble=ensemble, task=prog.task)
             wall["budgeted_s"] = time.perf_counter() - t
+        # per-sample outcomes, the worst case per exit and the masking verdict ------------------------
+        if want_adv or limited:
+            ev["outcomes"] = outcomes_section(
+                n=len(y_test), num_exits=num_exits, eps=_threat_eps(dataset_key), clean_top1=clean.top1,
+                attacks=[(ra.label, ra.seeds, adv_test.get(ra.label) or limited.get(ra.label) or [],
+                          np.arange(len(y_test) if ra.limit is None else ev["attacks"][ra.label]["n"]))
+                         for ra in resolved])
+            ev["outcomes"]["records"] += [record(o.top1, np.arange(len(y_test)), label="policy-pgd", seed=seed,
+                                                 candidate=None, budget_index=b) for b, seed, o in policy_runs]
+            ev["anytime"]["worst_case"] = worst_case(ev["outcomes"], ev["attacks"])
+        if getattr(protocol, "masking", False) and "outcomes" in ev:
+            from .masking import protocol_masking
+
+            t = time.perf_counter()
+            ev["masking"] = protocol_masking(model, x_test, y_test, ev, device=device)
+            wall["masking_s"] = time.perf_counter() - t
         # efficiency, calibration, latency (issue 13) ----------------------------------------------
         if "efficiency" in metrics:
             from .efficiency import run_efficiency

@@ -24,12 +24,13 @@ def anytime_table(result: dict[str, Any], title: str | None = None):
         c = any_["clean"].get(acc)
         if c:
             table.add_row("clean", acc, *[f"{100 * v:.2f}" for v in c["per_exit"]], f"{100 * c['avg']:.2f}")
-    rows = [(label, entry) for label, entry in any_["adversarial"].items()]
-    rows += [(f"{label} (first {entry['n']})", entry) for label, entry in (any_.get("limited") or {}).items()]
-    if any_.get("worst_case"):
-        rows.append(("worst case", any_["worst_case"]))
-    for label, entry in rows:
-        for acc in ("top1", "top5"):
+    rows = [(label, entry, ("top1", "top5")) for label, entry in any_["adversarial"].items()]
+    limited = any_.get("limited") or {}
+    rows += [(f"{label} (first {entry['n']})", entry, ("top1",)) for label, entry in limited.items()]
+    if any_.get("worst_case"):  # one value over every seed at once: no spread to show
+        rows.append(("worst case", {**any_["worst_case"], "seeds": [0]}, ("top1",)))
+    for label, entry, accs in rows:
+        for acc in accs:
             a = entry.get(acc)
             if not a:
                 continue

@@ -95,7 +95,7 @@ def measure_attacks(gate: dict, folder: Path, overrides: dict[str, Any] | None =
     state = load_checkpoint(ckpt)
     model = model_from_checkpoint(state)
     bundle = nb.load_dataset(gate["dataset"], source=gate["source"])
-    attacks = [{**a, **(overrides or {})} for a in gate["attacks"]]
+    attacks = [{**a, **_accepted(a["name"], overrides or {})} for a in gate["attacks"]]
     threads = torch.get_num_threads()
     torch.set_num_threads(int(gate["threads"]))
     try:
@@ -110,6 +110,15 @@ def measure_attacks(gate: dict, folder: Path, overrides: dict[str, Any] | None =
     if ev["anytime"].get("worst_case"):
         out["worst_case"] = ev["anytime"]["worst_case"]["top1"]["mean"]
     return out
+
+
+def _accepted(name: str, overrides: dict[str, Any]) -> dict[str, Any]:
+    """The overrides an attack's config has a field for (``--set steps=1`` cuts PGD and APGD, not Square)."""
+    from ..evaluation.attacks import _accepted_fields
+    from ..registry import ATTACKS
+
+    fields = _accepted_fields(ATTACKS.get(name))
+    return {k: v for k, v in overrides.items() if fields is None or k in fields}
 
 
 def _check_attacks(gate_path: Path, sets: list[str], write: bool) -> bool:

@@ -125,15 +125,16 @@ class TrainPreset:
 # APGD-DLR and Square as in AutoAttack's standard version (100 iterations, 5,000 queries) on the first 500 test
 # images, joining the worst case per exit there; the masking verdict from the stored outcomes; and the budgeted
 # curve under policy-pgd (the attacker who knows the thresholds) at policy_budgets budgets.
-_REFERENCE: dict[str, Any] = {"per_exit_attacks": ("apgd-dlr", "square"), "per_exit_limit": 500, "apgd_steps": 100,
-                              "square_queries": 5000, "masking": True, "budgeted_policy_pgd": True}
+REFERENCE_PROTOCOL: dict[str, Any] = {"per_exit_attacks": ("apgd-dlr", "square"), "per_exit_limit": 500,
+                                      "apgd_steps": 100, "square_queries": 5000, "masking": True,
+                                      "budgeted_policy_pgd": True}
 
 # Smoke evaluation: PGD-50 (the paper's test attack) on the first 500 test images (class-balanced), one
 # attack seed (the spread across seeds comes from the training seeds), transferability on <= 200 samples; plus
 # the reference protocol's per-exit attacks, masking verdict and policy-pgd curve.
 _SMOKE_EVAL = EvalProtocol(attacks=("max-average", "average"), steps=50, attack_seeds=(0,),
-                           test_limit=500, transfer_limit=200, budget_allocations=100, **_REFERENCE)
-_PAPER_EVAL = EvalProtocol(**_REFERENCE)
+                           test_limit=500, transfer_limit=200, budget_allocations=100, **REFERENCE_PROTOCOL)
+_PAPER_EVAL = EvalProtocol(**REFERENCE_PROTOCOL)
 
 TRAIN_PRESETS: dict[tuple[str, str], TrainPreset] = {
     ("mnist", "paper"): TrainPreset("smallcnn", 150, 128, 0.01, (50,), amp="auto", eval=_PAPER_EVAL,
@@ -158,7 +159,7 @@ TRAIN_PRESETS: dict[tuple[str, str], TrainPreset] = {
     ("fashion-mnist", "cpu"): TrainPreset(
         "smallcnn", 5, 128, 0.01, (), data_source="bundled",
         eval=EvalProtocol(attacks=("max-average", "average"), steps=20, attack_seeds=(0,), test_limit=None,
-                          transfer_limit=1000, budget_allocations=100, **_REFERENCE),
+                          transfer_limit=1000, budget_allocations=100, **REFERENCE_PROTOCOL),
         source="CPU reproduction preset, issue 12 (not a paper setting)"),
     ("cifar10", "paper"): TrainPreset("msdnet_cifar10", 150, 128, 0.1, (75, 115), amp="auto", eval=_PAPER_EVAL,
                                       source="paper App. A.1"),

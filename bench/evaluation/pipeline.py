@@ -76,7 +76,7 @@ def evaluate(model: torch.nn.Module, bundle: Any, *, dataset_key: str, protocol:
     device = torch.device(device)
     model = model.to(device).eval()
     num_exits = int(model.num_exits)
-    specs = attacks if attacks is not None else default_attacks(protocol) + per_exit_attacks(protocol, num_exits)
+    specs = list(attacks if attacks is not None else default_attacks(protocol)) + per_exit_attacks(protocol, num_exits)
     resolved = resolve_attacks(specs, dataset_key=dataset_key, protocol=protocol)
     for ra in resolved:  # fail on a bad objective (e.g. exit index out of range) before any work starts
         if "objective" in ra.kwargs:

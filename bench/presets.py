@@ -127,13 +127,18 @@ class TrainPreset:
 # curve under policy-pgd (the attacker who knows the thresholds) at policy_budgets budgets.
 REFERENCE_PROTOCOL: dict[str, Any] = {"per_exit_attacks": ("apgd-dlr", "square"), "per_exit_limit": 500,
                                       "apgd_steps": 100, "square_queries": 5000, "masking": True,
-                                      "budgeted_policy_pgd": True}
+                                      "budgeted_policy_pgd": True, "policy_budgets": 5}
+# The CPU presets (smoke, cpu) cut Square to 1,000 queries and policy-pgd to 3 budgets: measured on the gate
+# checkpoint (SmallCNN, 100 test images, 1 thread, CPU seconds), Square-1000 on exit 3 cost 18.0 s against 4.8 s
+# for PGD-20 max-average and 5.1 s for APGD-DLR-100, so AutoAttack's 5,000 queries on 3 exits would make a CPU
+# evaluation about 10x longer; with these budgets it stays within 3x (the numbers are in the result's wall_s).
+CPU_REFERENCE: dict[str, Any] = {**REFERENCE_PROTOCOL, "square_queries": 1000, "policy_budgets": 3}
 
 # Smoke evaluation: PGD-50 (the paper's test attack) on the first 500 test images (class-balanced), one
 # attack seed (the spread across seeds comes from the training seeds), transferability on <= 200 samples; plus
 # the reference protocol's per-exit attacks, masking verdict and policy-pgd curve.
 _SMOKE_EVAL = EvalProtocol(attacks=("max-average", "average"), steps=50, attack_seeds=(0,),
-                           test_limit=500, transfer_limit=200, budget_allocations=100, **REFERENCE_PROTOCOL)
+                           test_limit=500, transfer_limit=200, budget_allocations=100, **CPU_REFERENCE)
 _PAPER_EVAL = EvalProtocol(**REFERENCE_PROTOCOL)
 
 TRAIN_PRESETS: dict[tuple[str, str], TrainPreset] = {
@@ -159,7 +164,7 @@ TRAIN_PRESETS: dict[tuple[str, str], TrainPreset] = {
     ("fashion-mnist", "cpu"): TrainPreset(
         "smallcnn", 5, 128, 0.01, (), data_source="bundled",
         eval=EvalProtocol(attacks=("max-average", "average"), steps=20, attack_seeds=(0,), test_limit=None,
-                          transfer_limit=1000, budget_allocations=100, **REFERENCE_PROTOCOL),
+                          transfer_limit=1000, budget_allocations=100, **CPU_REFERENCE),
         source="CPU reproduction preset, issue 12 (not a paper setting)"),
     ("cifar10", "paper"): TrainPreset("msdnet_cifar10", 150, 128, 0.1, (75, 115), amp="auto", eval=_PAPER_EVAL,
                                       source="paper App. A.1"),

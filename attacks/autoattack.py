@@ -207,6 +207,19 @@ class MultiExitAPGDCE(_LabelledRun, APGDAttack):
                             for o in logits.exit_logits]).mean(0)  # type: ignore[attr-defined]
 
 
+class MultiExitAPGDDLR(_LabelledRun, APGDAttack):
+    """pyautoattack's APGD with its untargeted DLR loss averaged over exits (the APGD-DLR of AutoAttack's first
+    version, Croce & Hein 2020, Sec. 4)."""
+
+    def __init__(self, exits: ExitSet, **kw: Any) -> None:
+        self.exits = exits
+        super().__init__(self._scores, loss="dlr", **kw)
+
+    def dlr_loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return torch.stack([super(MultiExitAPGDDLR, self).dlr_loss(o.float(), y)
+                            for o in logits.exit_logits]).mean(0)  # type: ignore[attr-defined]
+
+
 class MultiExitAPGDT(_LabelledRun, APGDAttack_targeted):
     """pyautoattack's APGD-T with its targeted DLR loss averaged over exits (App. H.2.1)."""
 
@@ -420,6 +433,37 @@ class APGDCE(_LibraryAttack):
         with engine.labelled(y):
             x_best, _, _, x_best_adv = engine.attack_single_run(x, y)
         return x_best_adv, x_best  # x_best: the iterate with the largest loss
+
+
+# ------------------------------------------------------------------------------------------------
+# APGD-DLR
+# ------------------------------------------------------------------------------------------------
+@dataclass(frozen=True, kw_only=True)
+class APGDDLRConfig(APGDCEConfig):
+    """Defaults: AutoAttack's APGD (100 iterations in its standard version; 50 here as App. H.3), 1 restart,
+    rho 0.75."""
+
+
+class APGDDLR(_LibraryAttack):
+    """APGD on the untargeted DLR loss (difference of logits ratio, Croce & Hein 2020, Eq. 6) averaged over
+    exits; adversarial only when every exit is fooled. Built on pyautoattack's ``APGDAttack(loss="dlr")``.
+    Needs at least 3 classes (the DLR loss does). Its loss is invariant to the scale of the logits, so it
+    does not lose its gradient where a cross-entropy saturates (a sign of gradient masking)."""
+
+    name = "apgd-dlr"
+    presets = {"paper": {}, "tiny": {"steps": 3}}
+    Config = APGDDLRConfig
+    config: APGDDLRConfig
+
+    def engine(self, exits: ExitSet, seed: int) -> MultiExitAPGDDLR:
+        if exits.num_classes < 3:
+            raise UsageError(f"apgd-dlr needs >= 3 classes (DLR loss); the model has {exits.num_classes}; "
+                             "use --attack apgd-ce")
+        return MultiExitAPGDDLR(exits, n_iter=self.config.steps, norm="Linf", n_restarts=1, eps=self.config.eps,
+                                seed=seed, rho=self.config.rho, verbose=False,
+                                logger=logging.getLogger("auto-attack"))
+
+    single_run = APGDCE.single_run
 
 
 # ------------------------------------------------------------------------------------------------

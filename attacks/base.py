@@ -522,6 +522,28 @@ class Attack:
                 x_adv = torch.where(fooled.view(-1, *[1] * (x.dim() - 1)), x_adv, x)
         return x_adv.detach()
 
+    def with_candidates(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: Any = None
+                        ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(x_adv, candidates)``: for ``max-average``, the same ``x_adv`` as :meth:`__call__` (same seed, starts
+        and selection) and the ``[L, N, ...]`` candidates it was selected from, so that evaluation can score
+        every candidate with one forward pass each instead of attacking again; other objectives: ``(x_adv,
+        None)``."""
+        if self.objective.kind != "max-average":
+            return self(model, x, y, index=index), None
+        self.check_inputs(model, x, y)
+        rng = AttackRNG(self.config.seed, x.device, sample_keys(index, len(x), x.device))
+        x, y = x.detach(), y.detach()
+        with model_mode(model, self.config.mode), torch.enable_grad():
+            target = self._target(model, x)
+            cands = self._candidates(target, x, y, rng).detach()
+            x_adv = select_max_average(target, cands, y, amp_dtype=self.amp_dtype,
+                                       select_batch=self.config.select_batch, exit_loss=self.exit_loss)[0]
+            if self.config.not_fooled == "clean":
+                with torch.no_grad():
+                    fooled = ~any_correct(attacked_outputs(target, x_adv, self.objective), y)
+                x_adv = torch.where(fooled.view(-1, *[1] * (x.dim() - 1)), x_adv, x)
+        return x_adv.detach(), cands
+
     def candidates(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: Any = None) -> torch.Tensor:
         """The max-average candidates ``[L, N, ...]``: candidate ``k`` is the single attack on exit ``k``
         (Eq. 1), made with the same seed, mode and budget as :meth:`__call__` uses."""

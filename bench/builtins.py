@@ -40,6 +40,7 @@ _TABLE: dict[str, dict[str, str]] = {
         "cw": "neokd_bench.attacks.cw:CW",
         "apgd-ce": "neokd_bench.attacks.autoattack:APGDCE",
         "apgd-t": "neokd_bench.attacks.autoattack:APGDT",
+        "apgd-dlr": "neokd_bench.attacks.autoattack:APGDDLR",
         "fab": "neokd_bench.attacks.autoattack:FAB",
         "square": "neokd_bench.attacks.autoattack:Square",
         "autoattack": "neokd_bench.attacks.autoattack:MultiExitAutoAttack",

@@ -67,6 +67,14 @@ class EvalProtocol:
     budget_index: int | None = None  # efficiency metric's allocation (None: closest to an equal share per exit)
     # budgets, spread over the curve, at which policy-pgd is run (efficiency metric); "all": every allocation
     policy_budgets: int | str = 5
+    # Attacks of other kinds run on each exit alone (as in AutoAttack), joining the worst case per exit on the first
+    # per_exit_limit test images (None: all); budgets apgd_steps (APGD iterations) and square_queries.
+    per_exit_attacks: tuple[str, ...] = ()
+    per_exit_limit: int | None = 500
+    apgd_steps: int = 100
+    square_queries: int = 5000
+    masking: bool = False  # record the masking verdict (evaluation.masking) from the stored outcomes
+    budgeted_policy_pgd: bool = False  # budgeted curve under policy-pgd at the policy_budgets (curves["policy-pgd"])
 
 
 @dataclass(frozen=True)
@@ -99,15 +107,31 @@ class TrainPreset:
         return replace(self, **{k: v for k, v in kw.items() if v is not None})
 
 
+# The reference protocol beyond the paper's PGD (docs/design.md, "worst case per exit"): on each exit alone,
+# APGD-DLR and Square as in AutoAttack's standard version (100 iterations, 5,000 queries) on the first 500 test
+# images, joining the worst case per exit there; the masking verdict from the stored outcomes; and the budgeted
+# curve under policy-pgd (the attacker who knows the thresholds) at policy_budgets budgets.
+REFERENCE_PROTOCOL: dict[str, Any] = {"per_exit_attacks": ("apgd-dlr", "square"), "per_exit_limit": 500,
+                                      "apgd_steps": 100, "square_queries": 5000, "masking": True,
+                                      "budgeted_policy_pgd": True, "policy_budgets": 5}
+# The CPU presets (smoke, cpu) cut Square to 1,000 queries and policy-pgd to 3 budgets: measured on the gate
+# checkpoint (SmallCNN, 100 test images, 1 thread, CPU seconds), Square-1000 on exit 3 cost 18.0 s against 4.8 s
+# for PGD-20 max-average and 5.1 s for APGD-DLR-100, so AutoAttack's 5,000 queries on 3 exits would make a CPU
+# evaluation about 10x longer; with these budgets it stays within 3x (the numbers are in the result's wall_s).
+CPU_REFERENCE: dict[str, Any] = {**REFERENCE_PROTOCOL, "square_queries": 1000, "policy_budgets": 3}
+
 # Smoke evaluation: PGD-50 (the paper's test attack) on the first 500 test images (class-balanced), one
-# attack seed (the spread across seeds comes from the training seeds), transferability on <= 200 samples.
+# attack seed (the spread across seeds comes from the training seeds), transferability on <= 200 samples; plus
+# the reference protocol's per-exit attacks, masking verdict and policy-pgd curve.
 _SMOKE_EVAL = EvalProtocol(attacks=("max-average", "average"), steps=50, attack_seeds=(0,),
-                           test_limit=500, transfer_limit=200, budget_allocations=100)
+                           test_limit=500, transfer_limit=200, budget_allocations=100, **CPU_REFERENCE)
+_PAPER_EVAL = EvalProtocol(**REFERENCE_PROTOCOL)
 
 TRAIN_PRESETS: dict[tuple[str, str], TrainPreset] = {
-    ("mnist", "paper"): TrainPreset("smallcnn", 150, 128, 0.01, (50,), amp="auto", source="paper App. A.1"),
+    ("mnist", "paper"): TrainPreset("smallcnn", 150, 128, 0.01, (50,), amp="auto", eval=_PAPER_EVAL,
+                                    source="paper App. A.1"),
     ("fashion-mnist", "paper"): TrainPreset(
-        "smallcnn", 150, 128, 0.01, (50,), amp="auto",
+        "smallcnn", 150, 128, 0.01, (50,), amp="auto", eval=_PAPER_EVAL,
         source="MNIST protocol of paper App. A.1 (F-MNIST not in the paper)"),
     # Smoke: minutes on a 2-core CPU. Real data (the bundled subset), real PGD-7 max-average training on
     # 4,096 images for 3 epochs, PGD-50 evaluation on 500 test images. lr 0.05 (not the paper's 0.01)
@@ -126,15 +150,17 @@ TRAIN_PRESETS: dict[tuple[str, str], TrainPreset] = {
     ("fashion-mnist", "cpu"): TrainPreset(
         "smallcnn", 5, 128, 0.01, (), data_source="bundled",
         eval=EvalProtocol(attacks=("max-average", "average"), steps=20, attack_seeds=(0,), test_limit=None,
-                          transfer_limit=1000, budget_allocations=100),
+                          transfer_limit=1000, budget_allocations=100, **CPU_REFERENCE),
         source="CPU reproduction preset, issue 12 (not a paper setting)"),
-    ("cifar10", "paper"): TrainPreset("msdnet_cifar10", 150, 128, 0.1, (75, 115), amp="auto", source="paper App. A.1"),
+    ("cifar10", "paper"): TrainPreset("msdnet_cifar10", 150, 128, 0.1, (75, 115), amp="auto", eval=_PAPER_EVAL,
+                                      source="paper App. A.1"),
     ("cifar100", "paper"): TrainPreset(
-        "msdnet_cifar100", 150, 128, 0.1, (75, 115), amp="auto", source="paper App. A.1"),
+        "msdnet_cifar100", 150, 128, 0.1, (75, 115), amp="auto", eval=_PAPER_EVAL, source="paper App. A.1"),
     ("tiny-imagenet", "paper"): TrainPreset(
-        "msdnet_tinyimagenet", 150, 128, 0.1, (50, 100), amp="auto", source="paper App. A.1"),
+        "msdnet_tinyimagenet", 150, 128, 0.1, (50, 100), amp="auto", eval=_PAPER_EVAL, source="paper App. A.1"),
     # ImageNet: the paper fine-tunes a pretrained MSDNet for 10 epochs at constant lr 0.001.
-    ("imagenet", "paper"): TrainPreset("msdnet_imagenet", 10, 128, 0.001, (), amp="auto", source="paper App. A.1"),
+    ("imagenet", "paper"): TrainPreset("msdnet_imagenet", 10, 128, 0.001, (), amp="auto", eval=_PAPER_EVAL,
+                                       source="paper App. A.1"),
 }
 
 

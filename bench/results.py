@@ -36,7 +36,8 @@ from typing import Any
 from .errors import UsageError
 from .utils import atomic_write as _atomic_write
 
-SCHEMA_VERSION = "2"  # written by this version; 2 adds efficiency, calibration and latency to 1
+SCHEMA_VERSION = "3"  # written by this version; 2 adds efficiency, calibration and latency to 1; 3 adds per-sample
+# outcomes, the worst case per exit, attacks on the first images only and the masking verdict
 _REPO_ROOT = Path(__file__).resolve().parents[1]
 _SCHEMA_DIRS = (_REPO_ROOT / "leaderboard" / "schema", Path(__file__).resolve().parent / "schema")
 
@@ -190,6 +191,12 @@ PER_EXIT_FIELDS: tuple[str, ...] = (
     "evaluation.anytime.adversarial.*.top5.mean",
     "evaluation.anytime.adversarial.*.top5.std",
     "evaluation.anytime.adversarial.*.top5.per_seed.*",
+    "evaluation.anytime.limited.*.top1.mean",
+    "evaluation.anytime.limited.*.top1.std",
+    "evaluation.anytime.limited.*.top1.per_seed.*",
+    "evaluation.anytime.worst_case.top1.mean",
+    "evaluation.anytime.worst_case.top1.std",
+    "evaluation.anytime.worst_case.top1.per_seed.*",
     "evaluation.budgeted.allocations.*",
     "evaluation.budgeted.thresholds.*",
     "evaluation.budgeted.exit_mflops",
@@ -218,11 +225,24 @@ def _semantic_checks(doc: dict) -> None:
     budgeted = ev.get("budgeted")
     if budgeted:
         n_alloc = len(budgeted["allocations"])
-        for pattern in ("thresholds", "curves.*.mflops", "curves.*.accuracy", "curves.*.accuracy_std",
-                        "curves.*.per_seed.*.mflops", "curves.*.per_seed.*.accuracy",
-                        "curves.*.per_seed.*.thresholds"):
-            _expect_len(doc, "evaluation.budgeted." + pattern, n_alloc,
-                        f"one per allocation, {n_alloc} allocations")
+        _expect_len(doc, "evaluation.budgeted.thresholds", n_alloc, f"one per allocation, {n_alloc} allocations")
+        for name, curve in budgeted["curves"].items():
+            # a curve at a few budgets only (policy-pgd) lists them in budget_index
+            n_pts = len(curve["budget_index"]) if isinstance(curve.get("budget_index"), list) else n_alloc
+            what = "one per budget_index" if "budget_index" in curve else f"one per allocation, {n_alloc} allocations"
+            for pattern in ("mflops", "accuracy", "accuracy_std", "per_seed.*.mflops", "per_seed.*.accuracy",
+                            "per_seed.*.thresholds"):
+                for path, value in _glob(curve, pattern.split("."), ["evaluation", "budgeted", "curves", name]):
+                    if isinstance(value, list) and len(value) != n_pts:
+                        raise ResultValidationError(f"result field {_path_str(path)}: expected {n_pts} entries "
+                                                    f"({what}), got {len(value)}")
+            if any(not 0 <= int(b) < n_alloc for b in curve.get("budget_index") or []):
+                raise ResultValidationError(f"result field evaluation.budgeted.curves.{name}.budget_index: an "
+                                            f"index outside 0..{n_alloc - 1}")
+    out = ev.get("outcomes")
+    if isinstance(out, dict) and out["num_exits"] != num_exits:
+        raise ResultValidationError(f"result field evaluation.outcomes.num_exits: {out['num_exits']}, but "
+                                    f"model.num_exits = {num_exits}")
     for label, entry in ev["anytime"]["adversarial"].items():
         n_seeds = len(entry["seeds"])
         for acc in ("top1", "top5"):

@@ -52,6 +52,26 @@ def defense_rows(fresh: dict, reference_entry: dict) -> list[dict]:
     return rows
 
 
+def worst_case_rows(fresh: dict, reference_runs: list[dict]) -> list[dict] | None:
+    """Rows of the worst case per exit (``evaluation.anytime.worst_case``) under the defense rule, or None when a
+    side lacks it (a reference made before it was recorded)."""
+    from .stats import mean_std
+
+    now = fresh["evaluation"]["anytime"].get("worst_case")
+    refs = [r["evaluation"]["anytime"].get("worst_case") for r in reference_runs]
+    if not now or not refs or not all(refs):
+        return None
+    n = int(now["n"])
+    rows = []
+    for k, v in enumerate(now["top1"]["mean"]):
+        ms = mean_std([r["top1"]["mean"][k] for r in refs])
+        p, s = ms["mean"], ms["std"]
+        tol = max(Z_SEED * s, math.sqrt(p * (1 - p) / n))
+        rows.append({"what": "worst-case", "exit": k + 1, "reference": p, "now": v, "delta": v - p, "tolerance": tol,
+                     "verdict": "REGRESSION" if v - p < -tol else "ok"})
+    return rows
+
+
 def attack_rows(reference: dict, measured: dict) -> list[dict]:
     """``reference``, ``measured``: ``{"n", "adversarial": {label: per-exit accuracy}}`` (n test samples)."""
     tol = ATTACK_TOL_SAMPLES / reference["n"]
@@ -60,6 +80,10 @@ def attack_rows(reference: dict, measured: dict) -> list[dict]:
         for k, (r, m) in enumerate(zip(ref, measured["adversarial"][label])):
             rows.append({"what": label, "exit": k + 1, "reference": r, "now": m, "delta": m - r, "tolerance": tol,
                          "verdict": "ATTACK WEAKER" if m - r > tol else "ok"})
+    if reference.get("worst_case") and measured.get("worst_case"):
+        for k, (r, m) in enumerate(zip(reference["worst_case"], measured["worst_case"])):
+            rows.append({"what": "worst-case", "exit": k + 1, "reference": r, "now": m, "delta": m - r,
+                         "tolerance": tol, "verdict": "ATTACK WEAKER" if m - r > tol else "ok"})
     return rows
 
 

@@ -208,6 +208,7 @@ def test_the_wheel_ships_the_result_schema(tmp_path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     assert "neokd_bench/schema/result-1.schema.json" in names
     assert "neokd_bench/schema/result-2.schema.json" in names
+    assert "neokd_bench/schema/result-3.schema.json" in names
     assert "neokd_bench/data/fashion_mnist_subset.npz" in names
     for f in ("leaderboard/site.py", "leaderboard/templates/index.html.j2", "leaderboard/static/style.css",
               "leaderboard/reported/neokd-paper.json", "leaderboard/reported/reported.schema.json",

@@ -51,7 +51,7 @@ def run_check(args: argparse.Namespace) -> int:
 
 def _check_defenses(results: list[str], against: str) -> bool:
     from ..leaderboard.aggregate import entry_key, load_results, make_entries
-    from ..leaderboard.gate import DEFENSE_RULE, defense_rows, format_rows
+    from ..leaderboard.gate import DEFENSE_RULE, defense_rows, format_rows, worst_case_rows
 
     refs = {(e["dataset"], e["preset"], e["model"], e["defense"]): e for e in make_entries(load_results([against]))}
     failed = False
@@ -62,6 +62,12 @@ def _check_defenses(results: list[str], against: str) -> bool:
             raise UsageError(f"{path}: no reference for dataset {key[0]}, preset {key[1]}, model {key[2]}, defense "
                              f"{key[3]} in {against}; pass the reference folder of that protocol")
         rows = defense_rows(doc, refs[key])
+        worst = worst_case_rows(doc, refs[key].get("_runs") or [])
+        if worst is not None:
+            rows += worst
+        elif doc["evaluation"]["anytime"].get("worst_case"):
+            print(f"{path}: the reference of {key[3]} records no worst case per exit (made before it was recorded); "
+                  "compared the rest")
         bad = [r for r in rows if r["verdict"] != "ok"]
         print(f"{path} against {len(refs[key]['seeds'])} reference seeds of {key[3]} ({key[0]}/{key[1]}):")
         for line in format_rows(rows):
@@ -89,7 +95,7 @@ def measure_attacks(gate: dict, folder: Path, overrides: dict[str, Any] | None =
     state = load_checkpoint(ckpt)
     model = model_from_checkpoint(state)
     bundle = nb.load_dataset(gate["dataset"], source=gate["source"])
-    attacks = [{**a, **(overrides or {})} for a in gate["attacks"]]
+    attacks = [{**a, **_accepted(a["name"], overrides or {})} for a in gate["attacks"]]
     threads = torch.get_num_threads()
     torch.set_num_threads(int(gate["threads"]))
     try:
@@ -99,8 +105,20 @@ def measure_attacks(gate: dict, folder: Path, overrides: dict[str, Any] | None =
     finally:
         torch.set_num_threads(threads)
     adv = ev["anytime"]["adversarial"]
-    return {"n": ev["anytime"]["n"], "clean": ev["anytime"]["clean"]["top1"]["per_exit"],
-            "adversarial": {label: adv[label]["top1"]["mean"] for label in adv}}
+    out = {"n": ev["anytime"]["n"], "clean": ev["anytime"]["clean"]["top1"]["per_exit"],
+           "adversarial": {label: adv[label]["top1"]["mean"] for label in adv}}
+    if ev["anytime"].get("worst_case"):
+        out["worst_case"] = ev["anytime"]["worst_case"]["top1"]["mean"]
+    return out
+
+
+def _accepted(name: str, overrides: dict[str, Any]) -> dict[str, Any]:
+    """The overrides an attack's config has a field for (``--set steps=1`` cuts PGD and APGD, not Square)."""
+    from ..evaluation.attacks import _accepted_fields
+    from ..registry import ATTACKS
+
+    fields = _accepted_fields(ATTACKS.get(name))
+    return {k: v for k, v in overrides.items() if fields is None or k in fields}
 
 
 def _check_attacks(gate_path: Path, sets: list[str], write: bool) -> bool:
@@ -126,6 +144,8 @@ def _check_attacks(gate_path: Path, sets: list[str], write: bool) -> bool:
                        f"rerun with --write to record the attacks' numbers")
     rows = attack_rows(gate["reference"], measured)
     print(ATTACK_RULE)
+    if measured.get("worst_case") and not gate["reference"].get("worst_case"):
+        print(f"{gate_path} records no worst case per exit; compared the attacks (re-record with --write)")
     desc = ", ".join(f"{k}={v}" for k, v in overrides.items())
     print(f"{gate['checkpoint']} ({gate['dataset']}, first {gate['test_limit']} test images, "
           f"{gate['threads']} threads{'; overrides: ' + desc if desc else ''}):")

@@ -31,6 +31,12 @@ def add_parser(sub: Any) -> None:
                                             "is run at, or 'all' for every one (default 5)")
     p.add_argument("--budget-allocations", type=int, help="allocations on the budgeted curve (default 100, "
                                                           "App. A.3); fewer make a coarser curve")
+    p.add_argument("--reference", action="store_true",
+                   help="also run the reference protocol of the smoke/cpu/paper presets: APGD-DLR and Square on each "
+                        "exit on the first --per-exit-limit test images (joining the worst case there), the masking "
+                        "verdict and the budgeted curve under policy-pgd")
+    p.add_argument("--per-exit-limit", type=int, help="with --reference: test images the per-exit attacks run on "
+                                                      "(default 500)")
     p.add_argument("--seeds", help="comma-separated attack seeds (default 0,1,2)")
     p.add_argument("--steps", type=int, help="PGD steps (default 50, paper Sec. 4.1)")
     p.add_argument("--test-limit", type=int, help="evaluate on the first N test images (default: all)")
@@ -71,7 +77,7 @@ def run_eval(args: argparse.Namespace) -> int:
 
     for flag, val in (("--steps", args.steps), ("--test-limit", args.test_limit), ("--val-limit", args.val_limit),
                       ("--transfer-limit", args.transfer_limit), ("--batch-size", args.batch_size),
-                      ("--val-size", args.val_size)):
+                      ("--val-size", args.val_size), ("--per-exit-limit", args.per_exit_limit)):
         check(val is None or val >= 1, f"{flag} must be at least 1, got {val}")
     policy_budgets = parse_policy_budgets(args.policy_budgets)
     check(args.budget_allocations is None or args.budget_allocations >= 2,
@@ -108,6 +114,13 @@ def run_eval(args: argparse.Namespace) -> int:
           f"but the data gives {tuple(bundle.input_size)} and {bundle.num_classes}; check --data-root")
 
     proto = EvalProtocol()
+    if args.reference:
+        from ..presets import REFERENCE_PROTOCOL
+
+        proto = dataclasses.replace(proto, **REFERENCE_PROTOCOL)
+        if args.per_exit_limit is not None:
+            proto = dataclasses.replace(proto, per_exit_limit=args.per_exit_limit)
+    check(args.per_exit_limit is None or args.reference, "--per-exit-limit needs --reference")
     proto = dataclasses.replace(proto, **{k: v for k, v in {
         "steps": args.steps, "attack_seeds": seeds, "test_limit": args.test_limit, "metrics": metrics,
         "transfer_limit": args.transfer_limit, "policy": args.policy, "budget_index": args.budget_index,

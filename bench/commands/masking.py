@@ -81,6 +81,15 @@ def _pct(v: list[float]) -> str:
     return " ".join(f"{100 * a:.1f}" for a in v)
 
 
+def _paired(paired: dict[str, Any] | None) -> str:
+    """The paired test per exit: samples only Square fooled / only PGD fooled, one-sided exact p-value."""
+    if not paired:
+        return ""
+    cells = ", ".join(f"{b}/{c} p={p:.2g}" for b, c, p in zip(paired["square_only"], paired["white_only"],
+                                                               paired["p_value"]))
+    return f"; only Square / only PGD fooled: {cells} (fails at p < {paired['alpha']})"
+
+
 def _print(report: dict[str, Any], name: str) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -105,7 +114,7 @@ def _print(report: dict[str, Any], name: str) -> None:
          "; ".join(f"PGD-{s}: {_pct(a)}" for s, a in zip(c["more_steps"]["steps"], c["more_steps"]["accuracy"]))),
         ("black-box no stronger than white-box", c["black_box"],
          (f"Square-{c['black_box']['n_queries']}: {_pct(c['black_box']['square_accuracy'])}; "
-          f"PGD: {_pct(c['black_box']['pgd_accuracy'])}")),
+          f"PGD: {_pct(c['black_box']['pgd_accuracy'])}" + _paired(c["black_box"].get("paired")))),
         ("no exit with all-zero gradients", c["nonzero_gradients"],
          f"zero-gradient fraction per exit: {_pct(c['nonzero_gradients']['zero_fraction'])} %"),
     ]

@@ -41,6 +41,7 @@ class ExitOutcomes:
     pred: np.ndarray | None = None  # int: exit k's own top-1 class (exit policies: patience)
     entropy: np.ndarray | None = None  # float: softmax entropy of exit k alone (exit policies: entropy)
     ens_entropy: np.ndarray | None = None  # float: entropy of the mean softmax of exits 0..k
+    cand_top1: np.ndarray | None = None  # bool (N, C, L): a max-average attack's candidate c, exit k right
 
     @property
     def n(self) -> int:
@@ -83,14 +84,16 @@ def outcomes_from_logits(logits: Sequence[torch.Tensor], y: torch.Tensor) -> Exi
 
 def collect_outcomes(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, device: torch.device | str,
                      batch_size: int = 256, attack: AttackFn | None = None,
-                     on_batch: Callable[[int], None] | None = None) -> ExitOutcomes:
+                     on_batch: Callable[[int], None] | None = None, candidates: bool = False) -> ExitOutcomes:
     """Run ``model`` (in eval mode) over ``(x, y)``, optionally attacked, and return the outcome tables.
 
     ``attack(model, xb, yb, index=idx) -> xb_adv`` is called once per batch (it may need gradients), ``idx``
     being the samples' positions in ``x`` (:func:`~neokd_bench.attacks.base.attack_batch`); the forward that
     scores the batch runs under :func:`torch.inference_mode` and yields all exits at once. Under torchrun the
     batches are shared among the ranks and every rank gets all the tables (:func:`~neokd_bench.distributed.
-    sharded_map`): the same tables as one process.
+    sharded_map`): the same tables as one process. ``candidates=True`` and a ``max-average`` attack of the
+    package (:meth:`~neokd_bench.attacks.base.Attack.with_candidates`): ``cand_top1`` also holds, per sample,
+    whether each exit is right on each candidate the attack selected from (one forward pass per candidate).
     """
     device = torch.device(device)
     was_training = model.training
@@ -99,12 +102,20 @@ def collect_outcomes(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *
     def batch(start: int) -> ExitOutcomes:
         xb = x[start:start + batch_size].to(device)
         yb = y[start:start + batch_size].to(device)
+        cands = None
         if attack is not None:
             idx = torch.arange(start, start + len(yb), device=device)
-            xb = attack_batch(attack, model, xb, yb, idx).detach()
+            if candidates and hasattr(attack, "with_candidates"):
+                xb, cands = attack.with_candidates(model, xb, yb, index=idx)
+            else:
+                xb = attack_batch(attack, model, xb, yb, idx)
+            xb = xb.detach()
             model.eval()
         with torch.inference_mode():
             out = outcomes_from_logits(model(xb), yb)
+            if cands is not None:
+                out.cand_top1 = torch.stack([torch.stack([o.argmax(1).eq(yb) for o in model(c)], dim=1)
+                                             for c in cands], dim=1).cpu().numpy()
         if on_batch is not None:
             on_batch(len(yb))
         return out

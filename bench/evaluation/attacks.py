@@ -28,6 +28,24 @@ def default_attacks(protocol: Any) -> list[dict[str, Any]]:
     return [{"name": "pgd", "objective": obj} for obj in protocol.attacks]
 
 
+def per_exit_attacks(protocol: Any, num_exits: int) -> list[dict[str, Any]]:
+    """The protocol's attacks of other kinds (``protocol.per_exit_attacks``, e.g. APGD-DLR and Square as in
+    AutoAttack), each on every exit alone (``exit:k``), on the first ``protocol.per_exit_limit`` test images, with
+    the protocol's budgets (``apgd_steps``, ``square_queries``)."""
+    budgets = {"apgd-dlr": {"steps": int(getattr(protocol, "apgd_steps", 100))},
+               "apgd-ce": {"steps": int(getattr(protocol, "apgd_steps", 100))},
+               "square": {"n_queries": int(getattr(protocol, "square_queries", 5000))}}
+    limit = getattr(protocol, "per_exit_limit", None)
+    out = []
+    for name in getattr(protocol, "per_exit_attacks", ()) or ():
+        for k in range(num_exits):
+            spec = {"name": name, "objective": f"exit:{k}", **budgets.get(name, {})}
+            if limit is not None:
+                spec["limit"] = int(limit)
+            out.append(spec)
+    return out
+
+
 def _accepted_fields(builder: Any) -> set[str] | None:
     """Config fields a registered attack accepts (None: any)."""
     cfg = getattr(builder, "Config", None)
@@ -48,6 +66,7 @@ class _ResolvedAttack:
     name: str
     kwargs: dict[str, Any]  # without seed
     seeds: tuple[int, ...]
+    limit: int | None = None  # run on the first ``limit`` test images only (None: all)
 
     def build(self, seed: int, **extra: Any):
         import neokd_bench as nb
@@ -71,6 +90,9 @@ def resolve_attacks(specs: Sequence[dict[str, Any]], *, dataset_key: str, protoc
             raise UsageError(f"attack {spec!r} has no name; write e.g. {{'name': 'pgd', 'objective': 'average'}}")
         label = spec.pop("label", None)
         seeds = tuple(int(s) for s in spec.pop("seeds", protocol.attack_seeds))
+        limit = spec.pop("limit", None)
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+            raise UsageError(f"attack {name!r}: limit={limit!r}; give the number of test images, e.g. 500")
         if not seeds:
             raise UsageError(f"attack {name!r} has no seeds; pass e.g. --seeds 0,1,2")
         if "seed" in spec:
@@ -88,5 +110,5 @@ def resolve_attacks(specs: Sequence[dict[str, Any]], *, dataset_key: str, protoc
         if label in labels:
             raise UsageError(f"attack {label!r} is given twice; give each attack once or a distinct 'label'")
         labels.add(label)
-        out.append(_ResolvedAttack(label, name, kwargs, seeds))
+        out.append(_ResolvedAttack(label, name, kwargs, seeds, limit))
     return out

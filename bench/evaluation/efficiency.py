@@ -225,3 +225,65 @@ def run_efficiency(model: Any, x_test, y_test, *, clean_val: ExitOutcomes, clean
                               seeds=seeds, allocations=allocations, exit_mflops=mflops,
                               budget_index=getattr(protocol, "budget_index", None), ensemble=ensemble,
                               policy_pgd=block)
+
+
+def budgeted_policy_pgd(model: Any, x_test, y_test, *, clean_val: ExitOutcomes, protocol: Any, dataset_key: str,
+                        device: Any, exit_costs: Sequence[float], attacks_out: dict[str, Any], batch_size: int = 256,
+                        ensemble: bool = True, task: Any = None
+                        ) -> tuple[dict[str, Any], list[tuple[int, int, ExitOutcomes]]]:
+    """The budgeted curve under ``policy-pgd`` (the attacker who knows the exit policy's thresholds) at
+    ``protocol.policy_budgets`` budgets of the allocation family, each attacked with that budget's thresholds
+    (from the clean validation split), for every attack seed.
+
+    Returns ``(curve, runs)``. ``curve`` has the shape of the other ``budgeted.curves`` entries (``mflops``,
+    ``accuracy``, ``accuracy_std``, ``max_accuracy``, ``per_seed`` with each seed's ``mflops`` and ``accuracy``)
+    at the budgets listed in ``budget_index`` (indices into ``budgeted.allocations``) instead of at every
+    allocation. ``runs``: ``(budget index, seed, outcomes)`` for the per-sample record."""
+    from .anytime import collect_outcomes
+    from .attacks import resolve_attacks
+    from .budgeted import allocation_family
+
+    policy_name = str(getattr(protocol, "policy", "max-softmax"))
+    policy = create_policy(policy_name)
+    allocations = allocation_family(clean_val.n, clean_val.num_exits,
+                                    count=int(getattr(protocol, "budget_allocations", 100)))
+    mflops = np.asarray(exit_costs, dtype=np.float64) / 1e6
+    count = getattr(protocol, "policy_budgets", 5)
+    budgets = policy_budget_indices(len(allocations), count if count == "all" else int(count))
+    (pp,) = resolve_attacks([{"name": "policy-pgd", "policy": policy_name, "ensemble": bool(ensemble)}],
+                            dataset_key=dataset_key, protocol=protocol)
+    val_scores = policy.scores(clean_val, ensemble)
+    per_seed = {int(s): {"seed": int(s), "mflops": [], "accuracy": []} for s in pp.seeds}
+    done: dict[tuple, list[ExitOutcomes]] = {}
+    runs: list[tuple[int, int, ExitOutcomes]] = []
+    attack = None
+    for b in budgets:
+        t = policy.calibrate(val_scores, allocations[b])
+        # the last threshold plays no part (the last exit takes every sample left): budgets may share a run
+        key = tuple(None if not np.isfinite(v) else float(v) for v in t[:-1]) + (None,)
+        if key not in done:
+            outs = []
+            for seed in pp.seeds:
+                attack = pp.build(seed, thresholds=key)
+                outs.append(collect_outcomes(model, x_test, y_test, device=device, batch_size=batch_size,
+                                             attack=attack, on_batch=task(f"policy-pgd budget {b} seed {seed}",
+                                                                          len(y_test)) if task else None))
+            done[key] = outs
+        for seed, o in zip(pp.seeds, done[key]):
+            pt = efficiency_point(policy, o, t, mflops, ensemble)
+            per_seed[int(seed)]["mflops"].append(pt["mflops_mean"])
+            per_seed[int(seed)]["accuracy"].append(pt["accuracy"])
+            runs.append((int(b), int(seed), o))
+    if attack is not None:
+        desc = attack.describe()
+        cfg = {k: v for k, v in desc["config"].items() if k not in ("seed", "thresholds")}
+        attacks_out.setdefault(pp.label, {"name": desc["name"], "config": cfg, "model_mode": desc.get("model_mode"),
+                                          "seeds": list(pp.seeds)})
+    acc = np.array([e["accuracy"] for e in per_seed.values()])
+    cost = np.array([e["mflops"] for e in per_seed.values()])
+    std = acc.std(axis=0, ddof=1) if len(acc) > 1 else np.zeros(acc.shape[1])
+    curve = {"budget_index": [int(b) for b in budgets], "mflops": cost.mean(axis=0).tolist(),
+             "accuracy": acc.mean(axis=0).tolist(), "accuracy_std": std.tolist(),
+             "max_accuracy": float(acc.mean(axis=0).max()) if len(budgets) else 0.0,
+             "policy": policy_name, "per_seed": list(per_seed.values())}
+    return curve, runs

@@ -34,9 +34,10 @@ import torch
 from ..errors import UsageError
 from ..progress import Progress
 from .anytime import ExitOutcomes, accuracy_summary, collect_outcomes, seeded_summary
-from .attacks import default_attacks, resolve_attacks
+from .attacks import default_attacks, per_exit_attacks, resolve_attacks
 from .budgeted import allocation_family, budgeted_curve, thresholds_to_json
 from .options import DEFAULT_METRICS, METRICS, THRESHOLDS_ON
+from .outcomes import outcomes_section, record, worst_case
 from .transfer import transfer_matrix
 
 
@@ -73,10 +74,10 @@ def evaluate(model: torch.nn.Module, bundle: Any, *, dataset_key: str, protocol:
     if thresholds_on not in THRESHOLDS_ON:
         raise UsageError(f"thresholds_on={thresholds_on!r}; use clean or adversarial")
     device = torch.device(device)
-    resolved = resolve_attacks(attacks if attacks is not None else default_attacks(protocol),
-                               dataset_key=dataset_key, protocol=protocol)
     model = model.to(device).eval()
     num_exits = int(model.num_exits)
+    specs = list(attacks if attacks is not None else default_attacks(protocol)) + per_exit_attacks(protocol, num_exits)
+    resolved = resolve_attacks(specs, dataset_key=dataset_key, protocol=protocol)
     for ra in resolved:  # fail on a bad objective (e.g. exit index out of range) before any work starts
         if "objective" in ra.kwargs:
             from ..attacks.base import Objective
@@ -104,6 +105,8 @@ def evaluate(model: torch.nn.Module, bundle: Any, *, dataset_key: str, protocol:
 
     adv_test: dict[str, list[ExitOutcomes]] = {}
     adv_val: dict[str, list[ExitOutcomes]] = {}
+    limited: dict[str, list[ExitOutcomes]] = {}  # attacks on the first test images only
+    policy_runs: list[tuple[int, int, ExitOutcomes]] = []  # policy-pgd on the budgeted curve
     attack_wall: dict[str, float] = {}
     with Progress(progress) as prog:
         t = time.perf_counter()
@@ -119,15 +122,18 @@ def evaluate(model: torch.nn.Module, bundle: Any, *, dataset_key: str, protocol:
             t = time.perf_counter()
             outs, vals = [], []
             described = None
+            n_att = len(y_test) if ra.limit is None else min(ra.limit, len(y_test))
             for seed in ra.seeds:
                 attack = ra.build(seed)
                 if described is None:
                     described = attack.describe() if hasattr(attack, "describe") else {
                         "name": ra.name, "config": dict(ra.kwargs), "model_mode": None}
-                if want_adv:
-                    outs.append(collect_outcomes(model, x_test, y_test, device=device, batch_size=batch_size,
-                                                 attack=attack,
-                                                 on_batch=prog.task(f"{ra.label} seed {seed} test", len(y_test))))
+                if want_adv or ra.limit is not None:
+                    outs.append(collect_outcomes(model, x_test[:n_att], y_test[:n_att], device=device,
+                                                 batch_size=batch_size, attack=attack, candidates=True,
+                                                 on_batch=prog.task(f"{ra.label} seed {seed} test", n_att)))
+                if ra.limit is not None:
+                    continue  # an attack on the first images only: anytime.limited and the worst case
                 if want_budget and thresholds_on == "adversarial":
                     vals.append(collect_outcomes(model, x_val, y_val, device=device, batch_size=batch_size,
                                                  attack=attack,
@@ -135,7 +141,11 @@ def evaluate(model: torch.nn.Module, bundle: Any, *, dataset_key: str, protocol:
             cfg = {k: v for k, v in dict(described.get("config", {})).items() if k != "seed"}
             ev["attacks"][ra.label] = {"name": described.get("name", ra.name), "config": cfg,
                                        "model_mode": described.get("model_mode"), "seeds": list(ra.seeds)}
-            adv_test[ra.label], adv_val[ra.label] = outs, vals
+            if ra.limit is not None:
+                ev["attacks"][ra.label]["n"] = n_att
+                limited[ra.label] = outs
+            else:
+                adv_test[ra.label], adv_val[ra.label] = outs, vals
             attack_wall[ra.label] = time.perf_counter() - t
         wall["attacks_s"] = float(sum(attack_wall.values()))
 
@@ -147,6 +157,11 @@ def evaluate(model: torch.nn.Module, bundle: Any, *, dataset_key: str, protocol:
                 adversarial[ra.label] = {**seeded_summary(adv_test[ra.label], ra.seeds),
                                          "wall_s": attack_wall[ra.label]}
         ev["anytime"] = {"n": len(y_test), "clean": clean_sum, "adversarial": adversarial}
+        if limited:
+            ev["anytime"]["limited"] = {
+                ra.label: {**seeded_summary(limited[ra.label], ra.seeds), "n": ev["attacks"][ra.label]["n"],
+                           "wall_s": attack_wall[ra.label]}
+                for ra in resolved if ra.label in limited}
 
         if want_val and exit_costs is None:
             from ..flops import exit_flops
@@ -162,7 +177,30 @@ def evaluate(model: torch.nn.Module, bundle: Any, *, dataset_key: str, protocol:
                 seeds={ra.label: ra.seeds for ra in resolved}, exit_costs=exit_costs,
                 thresholds_on=thresholds_on, count=int(getattr(protocol, "budget_allocations", 100)),
                 ensemble=ensemble, policy=str(getattr(protocol, "policy", "max-softmax")))
+            if getattr(protocol, "budgeted_policy_pgd", False):
+                from .efficiency import budgeted_policy_pgd
+
+                ev["budgeted"]["curves"]["policy-pgd"], policy_runs = budgeted_policy_pgd(
+                    model, x_test, y_test, clean_val=clean_val, protocol=protocol, dataset_key=dataset_key,
+                    device=device, exit_costs=exit_costs, attacks_out=ev["attacks"], batch_size=batch_size,
+                    ensemble=ensemble, task=prog.task)
             wall["budgeted_s"] = time.perf_counter() - t
+        # per-sample outcomes, the worst case per exit and the masking verdict ------------------------
+        if want_adv or limited:
+            ev["outcomes"] = outcomes_section(
+                n=len(y_test), num_exits=num_exits, eps=_threat_eps(dataset_key), clean_top1=clean.top1,
+                attacks=[(ra.label, ra.seeds, adv_test.get(ra.label) or limited.get(ra.label) or [],
+                          np.arange(len(y_test) if ra.limit is None else ev["attacks"][ra.label]["n"]))
+                         for ra in resolved])
+            ev["outcomes"]["records"] += [record(o.top1, np.arange(len(y_test)), label="policy-pgd", seed=seed,
+                                                 candidate=None, budget_index=b) for b, seed, o in policy_runs]
+            ev["anytime"]["worst_case"] = worst_case(ev["outcomes"], ev["attacks"])
+        if getattr(protocol, "masking", False) and "outcomes" in ev:
+            from .masking import protocol_masking
+
+            t = time.perf_counter()
+            ev["masking"] = protocol_masking(model, x_test, y_test, ev, device=device)
+            wall["masking_s"] = time.perf_counter() - t
         # efficiency, calibration, latency (issue 13) ----------------------------------------------
         if "efficiency" in metrics:
             from .efficiency import run_efficiency
@@ -193,6 +231,13 @@ def evaluate(model: torch.nn.Module, bundle: Any, *, dataset_key: str, protocol:
     wall["total_s"] = time.perf_counter() - t_total
     ev["wall_s"] = wall
     return ev
+
+
+def _threat_eps(dataset_key: str) -> float | None:
+    from ..presets import THREAT
+
+    t = THREAT.get(dataset_key)
+    return None if t is None else float(t.eps)
 
 
 def _jsonable_protocol(protocol: Any) -> dict[str, Any]:

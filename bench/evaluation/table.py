@@ -6,7 +6,8 @@ from typing import Any
 
 
 def anytime_table(result: dict[str, Any], title: str | None = None):
-    """A rich table of per-exit accuracy (%): clean, and each attack's mean ± std over seeds."""
+    """A rich table of per-exit accuracy (%): clean, each attack's mean ± std over seeds (an attack run on the first
+    images only says on how many), and the worst case per exit over every adversarial example made."""
     from rich.table import Table
 
     ev = result.get("evaluation", result)
@@ -23,8 +24,13 @@ def anytime_table(result: dict[str, Any], title: str | None = None):
         c = any_["clean"].get(acc)
         if c:
             table.add_row("clean", acc, *[f"{100 * v:.2f}" for v in c["per_exit"]], f"{100 * c['avg']:.2f}")
-    for label, entry in any_["adversarial"].items():
-        for acc in ("top1", "top5"):
+    rows = [(label, entry, ("top1", "top5")) for label, entry in any_["adversarial"].items()]
+    limited = any_.get("limited") or {}
+    rows += [(f"{label} (first {entry['n']})", entry, ("top1",)) for label, entry in limited.items()]
+    if any_.get("worst_case"):  # one value over every seed at once: no spread to show
+        rows.append(("worst case", {**any_["worst_case"], "seeds": [0]}, ("top1",)))
+    for label, entry, accs in rows:
+        for acc in accs:
             a = entry.get(acc)
             if not a:
                 continue

@@ -63,6 +63,15 @@ def passes(grid: Grid, preset, single_exits: float) -> tuple[float, float]:
         name = attack.split(":")[0]
         steps = 100 if name == "pgd" else 50
         evaluate += n_test * (AUTOATTACK_PASSES if name == "autoattack" else 3 * steps)
+    # the reference protocol's per-exit attacks on the first images (Square: one forward per query, an upper
+    # bound: fooled samples leave) and the policy-pgd curve (one average-objective PGD per budget)
+    n_lim = min(n_test, getattr(ev, "per_exit_limit", None) or n_test)
+    for name in getattr(ev, "per_exit_attacks", ()):
+        per = ev.square_queries if name == "square" else 3 * ev.apgd_steps
+        evaluate += n_lim * len(ev.attack_seeds) * per * single_exits
+    if getattr(ev, "budgeted_policy_pgd", False) and "budgeted" in ev.metrics:
+        n_budgets = 100 if ev.policy_budgets == "all" else int(ev.policy_budgets)
+        evaluate += n_test * len(ev.attack_seeds) * n_budgets * 3 * ev.steps
     return float(train), float(evaluate)
 
 

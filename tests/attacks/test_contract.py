@@ -23,7 +23,7 @@ CASES = [(a, o) for a in ATTACKS for o in OBJECTIVES[a]]
 
 
 def test_all_builtins_registered_with_a_tiny_preset() -> None:
-    builtins = {"pgd", "cw", "apgd-ce", "apgd-t", "fab", "square", "autoattack", "autoattack-standard"}
+    builtins = {"pgd", "cw", "apgd-ce", "apgd-dlr", "apgd-t", "fab", "square", "autoattack", "autoattack-standard"}
     assert builtins <= set(ATTACKS)
     assert all("tiny" in REGISTRY.presets(name) for name in builtins)
 

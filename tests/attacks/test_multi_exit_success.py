@@ -15,7 +15,7 @@ from neokd_bench.attacks.cw import cw_margin
 
 from .tiny_models import make_batch, make_model, tiny_attack
 
-H_ATTACKS = ["cw", "apgd-ce", "apgd-t", "fab", "square", "autoattack"]
+H_ATTACKS = ["cw", "apgd-ce", "apgd-dlr", "apgd-t", "fab", "square", "autoattack"]
 
 
 @settings(max_examples=25, deadline=None)

@@ -11,7 +11,7 @@ from neokd_bench.errors import UsageError
 
 from .tiny_models import make_batch, make_model, tiny_attack
 
-RULED = ["pgd", "cw", "apgd-ce", "apgd-t", "fab", "square", "autoattack"]
+RULED = ["pgd", "cw", "apgd-ce", "apgd-dlr", "apgd-t", "fab", "square", "autoattack"]
 
 
 def _attack(name: str, rule: str | None):

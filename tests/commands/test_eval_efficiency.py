@@ -18,7 +18,7 @@ def test_eval_efficiency_and_calibration(trained_checkpoint, tmp_path, capsys):
                "--device", "cpu", "--out", str(out)])
     assert rc == 0, capsys.readouterr().err
     doc = json.loads(out.read_text())
-    assert doc["schema_version"] == SCHEMA_VERSION == "2"
+    assert doc["schema_version"] == SCHEMA_VERSION == "3"
     validate_result(doc)
     eff = doc["evaluation"]["efficiency"]
     L = doc["model"]["num_exits"]

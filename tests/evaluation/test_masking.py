@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from neokd_bench.cli import main
@@ -97,3 +98,20 @@ def test_cli_on_a_trained_checkpoint(trained_checkpoint, tmp_path, capsys) -> No
     assert rc == (0 if report["passed"] else 1)
     assert "gradient-masking checks" in printed and "black-box" in printed
     assert set(report["checks"]) == CHECKS and report["config"]["n"] == 24
+
+
+def test_paired_black_box_tolerates_noise_and_flags_a_large_lead() -> None:
+    """Only discordant samples count: Square alone fooling 3 against PGD alone 1 is noise (one-sided exact
+    binomial p = 5/16), Square alone fooling 12 against 0 is not (p = 2**-12)."""
+    from neokd_bench.evaluation.masking import paired_black_box
+
+    white = np.ones((200, 2), dtype=bool)
+    square = white.copy()
+    square[:3, 0] = False
+    white[3, 0] = False
+    square[:12, 1] = False
+    res = paired_black_box(square, white)
+    assert res["square_only"] == [3, 12] and res["white_only"] == [1, 0]
+    assert res["p_value"][0] == pytest.approx(5 / 16) and res["p_value"][1] == pytest.approx(2.0 ** -12)
+    assert res["passed_per_exit"] == [True, False] and not res["passed"]
+    assert paired_black_box(white, white)["passed"]  # no discordant sample: nothing to flag

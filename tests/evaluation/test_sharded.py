@@ -13,8 +13,10 @@ from neokd_bench.presets import EvalProtocol
 from ..conftest import run_ranks
 
 # 72 test images in batches of 32: three batches, two on rank 0 and one (the short last one) on rank 1
+# plus Square on each exit on the first 40 images (two batches, one on each rank), with the masking verdict
 PROTO = EvalProtocol(attacks=("max-average", "average"), steps=2, attack_seeds=(0, 1), test_limit=72,
-                     transfer_limit=40, budget_allocations=10, metrics=("anytime", "budgeted", "transfer"))
+                     transfer_limit=40, budget_allocations=10, metrics=("anytime", "budgeted", "transfer"),
+                     per_exit_attacks=("square",), per_exit_limit=40, square_queries=5, masking=True)
 
 
 def _evaluate(weights: str, out: str) -> None:
@@ -54,6 +56,12 @@ def test_two_ranks_give_the_evaluation_of_one_process(clean_smallcnn, tmp_path):
     assert a["n_test"] == 72 and a["transfer"]["n"] > 0
     assert a["anytime"]["adversarial"]["pgd:max-average"]["top1"]["mean"] != a["anytime"]["clean"]["top1"]["per_exit"]
     assert _timeless(b) == _timeless(a)
+    # the per-sample bits themselves: clean, every attack and seed, every max-average candidate, the first-40 parts
+    assert b["outcomes"] == a["outcomes"]
+    recs = a["outcomes"]["records"]
+    assert sum(r["candidate"] is not None for r in recs) == 2 * 3  # 2 seeds x 3 candidates
+    assert [r["indices"] for r in recs if r["label"].startswith("square")] == [[[0, 40]]] * 6
+    assert a["anytime"]["worst_case"]["n"] == 72 and "masking" in a
     alone = int(Path(f"{one}.0.seen").read_text())
     seen = [int(Path(f"{two}.{rank}.seen").read_text()) for rank in (0, 1)]
     # the work was shared: test batches 0 and 2 (40 images) on rank 0, batch 1 (32) on rank 1

@@ -86,3 +86,44 @@ def test_the_attack_gate_passes_as_committed_and_fails_an_attack_cut_to_one_step
     out = capsys.readouterr().out
     assert "ATTACK WEAKER" in out and "gate: FAILED" in out
     assert "attack regression: pgd:max-average is weaker at exit" in out
+
+
+def _with_worst_case(doc: dict, per_exit: list[float]) -> dict:
+    doc = copy.deepcopy(doc)
+    avg = sum(per_exit) / len(per_exit)
+    doc["evaluation"]["anytime"]["worst_case"] = {
+        "seeds": [0], "n": doc["evaluation"]["anytime"]["n"], "parts": [],
+        "top1": {"mean": per_exit, "std": [0.0] * len(per_exit), "per_seed": [per_exit],
+                 "avg": {"mean": avg, "std": 0.0, "per_seed": [avg]}}}
+    return doc
+
+
+def test_worst_case_is_compared_when_both_sides_have_it(reference_copy):
+    from neokd_bench.leaderboard.gate import worst_case_rows
+
+    doc, entry = _typical_run(reference_copy)
+    L = doc["model"]["num_exits"]
+    assert worst_case_rows(doc, entry["_runs"]) is None  # the committed references predate it
+    refs = [_with_worst_case(r, [0.5] * L) for r in entry["_runs"]]
+    assert all(r["verdict"] == "ok" for r in worst_case_rows(_with_worst_case(doc, [0.5] * L), refs))
+    rows = worst_case_rows(_with_worst_case(doc, [0.5] * (L - 1) + [0.4]), refs)
+    assert [r["verdict"] for r in rows] == ["ok"] * (L - 1) + ["REGRESSION"]  # 10 points > sqrt(.25/n)
+
+
+def test_a_reference_without_worst_case_is_said_in_one_line(reference_copy, tmp_path, capsys):
+    doc, _ = _typical_run(reference_copy)
+    fresh = write_json(tmp_path / "fresh.json", _with_worst_case(doc, [0.5] * doc["model"]["num_exits"]))
+    assert main(["check", str(fresh), "--against", str(reference_copy)]) == 0
+    out = capsys.readouterr().out
+    assert sum("records no worst case per exit" in line for line in out.splitlines()) == 1
+
+
+def test_attack_gate_rows_compare_the_worst_case():
+    from neokd_bench.leaderboard.gate import attack_rows
+
+    ref = {"n": 200, "adversarial": {"pgd:max-average": [0.4, 0.4]}, "worst_case": [0.3, 0.3]}
+    now = {"n": 200, "adversarial": {"pgd:max-average": [0.4, 0.4]}, "worst_case": [0.3, 0.33]}
+    rows = attack_rows(ref, now)
+    assert [(r["what"], r["verdict"]) for r in rows][-2:] == [("worst-case", "ok"), ("worst-case", "ATTACK WEAKER")]
+    assert all(r["what"] != "worst-case" for r in attack_rows({k: v for k, v in ref.items() if k != "worst_case"},
+                                                               now))

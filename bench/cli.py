@@ -14,7 +14,7 @@ import warnings
 
 from .errors import TrainingDivergedError, UsageError
 
-COMMANDS = ("list", "run", "eval", "compare", "masking", "validate", "check", "leaderboard", "reproduce")
+COMMANDS = ("list", "run", "eval", "compare", "masking", "validate", "check", "leaderboard", "reproduce", "verify")
 
 
 class _Parser(argparse.ArgumentParser):

@@ -23,6 +23,7 @@ from neokd_bench.errors import UsageError
 from .budget import budget_to_reach
 from .stats import mean_std, verdict, welch_diff
 from .validate import check_file
+from .verified import VERIFIED, is_record, status
 
 BASELINE = "adv"
 OURS = "neokd"
@@ -41,7 +42,7 @@ def result_files(folders: Iterable[str | Path]) -> list[Path]:
             continue
         if not folder.is_dir():
             raise UsageError(f"no result file or folder at {folder}; pass result JSON files or folders of them")
-        files += [p for p in sorted(folder.rglob("*.json")) if p.name not in NOT_RESULTS]
+        files += [p for p in sorted(folder.rglob("*.json")) if p.name not in NOT_RESULTS and not is_record(p)]
     return files
 
 
@@ -183,6 +184,9 @@ def make_entries(loaded: list[tuple[Path, dict]], efficiency: list[tuple[Path, d
             "training_config": (first.get("training") or {}).get("config"),
             "attacks": first["evaluation"].get("attacks"),
             "provenance": [r.get("provenance") for r in runs],
+            # per run: "verified" (`neokd-bench verify` re-ran it on its checkpoint) or "self-reported"
+            "verification": (marks := [status(p, d) for p, d in pairs]),
+            "verified": all(m == VERIFIED for m in marks),
         })
         entries[-1]["_runs"] = runs
     return entries

@@ -159,8 +159,9 @@ def _dry_run(grid, runs, device: str) -> int:
     print(f"cost: {cost.flops / 1e6:.2f} MFLOPs per forward pass (fvcore) x "
           f"{(cost.train_passes + cost.eval_passes) / 1e6:.1f} M passes per run "
           f"({cost.train_passes / 1e6:.1f} M training, {cost.eval_passes / 1e6:.1f} M evaluation)")
-    print(f"throughput: {cost.flops_per_s / 1e9:.1f} GFLOP/s measured now ({cost.device}, best of 5 timed forward "
-          f"passes of a batch of {cost.batch})")
+    print(f"timed now ({cost.device}): training {cost.train_images_per_s:.1f} images/s ({cost.defense}, real "
+          f"training steps of batch {cost.train_batch}) -> {cost.train_s / 3600:.2f} h; evaluation from one batch of "
+          f"{cost.eval_batch} test images -> {cost.eval_s / 3600:.2f} h")
     print(f"estimate: {per_run / 3600:.2f} h per run, {len(todo) * per_run / 3600:.1f} h for the "
           f"{len(todo)} runs not done, on this device one at a time")
     return 0

@@ -44,7 +44,8 @@ def test_paper_preset_runs_end_to_end_from_its_real_format(dataset, tmp_path):
     rc = main(["run", "--defense", "neokd", "--dataset", dataset, "--preset", "paper", "--epochs", "1",
                "--train-limit", str(train_limit), "--batch-size", str(batch), "--set", "steps=1",
                "--val-size", str(val_size), "--test-limit", str(test_limit), "--eval-steps", "1",
-               "--data-root", str(root), "--device", "cpu", "--quiet", "--out", str(out), *extra])
+               "--metrics", "anytime,budgeted", "--data-root", str(root), "--device", "cpu", "--quiet", "--out",
+               str(out), *extra])
     assert rc == 0
     res = load_result(out / "result.json")
     assert res["dataset"]["name"] == dataset and res["dataset"]["source"].startswith("folder:")

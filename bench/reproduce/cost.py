@@ -15,13 +15,17 @@ preset and one real evaluation batch, on the device given.
   average attack's time per pass (AutoAttack at about :data:`AUTOATTACK_PASSES` passes per image, a rough figure).
   On a CPU the batch is cut to at most :data:`MAX_EVAL_FLOPS` of attack work.
 
-Both figures move with the machine's load as the runs will: measured at the same load as the runs, they agree
-with them (the README of ``benchmarks/`` has the comparison). fvcore's FLOPs and the forward-pass counts of
+Two estimates are printed: at the machine's load of the moment (wall clock: a run started now, at this load,
+takes about that long) and on an idle machine (on a CPU, the process's CPU time over its torch threads, which a
+loaded machine does not change much; on a GPU the two are the same). The README of ``benchmarks/`` compares them
+with a measured run. fvcore's FLOPs and the forward-pass counts of
 :func:`passes` are printed beside them for scale.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import time
 from dataclasses import dataclass
 
 from .grids import SIZES, Grid
@@ -39,9 +43,11 @@ class Cost:
     flops: int  # one forward pass of one image (fvcore)
     train_passes: float  # per run, whole-network forward passes (for scale)
     eval_passes: float
-    train_s: float  # per run, from the timed training steps
-    eval_s: float  # per run, from the timed evaluation batch
+    train_s: float  # per run, from the timed training steps, at the load of the moment
+    eval_s: float  # per run, from the timed evaluation batch, at the load of the moment
     train_images_per_s: float
+    train_s_idle: float  # the same on an idle machine (CPU: CPU time over the torch threads)
+    eval_s_idle: float
     device: str
     train_batch: int  # batch of the timed training steps
     eval_batch: int  # test images of the timed evaluation batch
@@ -93,9 +99,16 @@ def _random_bundle(model, n_classes: int, n: int, seed: int = 0):
                          std=[0.25] * model.input_size[0], source="random")
 
 
-def time_training(grid: Grid, preset, model, device: str, batch: int, batches: int = 2) -> tuple[float, str]:
-    """Images/s of the shared trainer's second epoch of ``batches`` batches (the first warms up), and the
-    defense timed."""
+def _threads(device: str) -> int:
+    import torch
+
+    return torch.get_num_threads() if not device.startswith("cuda") else 1
+
+
+def time_training(grid: Grid, preset, model, device: str, batch: int, batches: int = 2) -> tuple[float, float, str]:
+    """Images/s of the shared trainer over ``batches`` batches, after one untimed warm-up step: at the machine's
+    current load (wall clock) and on an idle machine (on a CPU: the process's CPU time over its torch threads;
+    on a GPU the same as the wall clock); and the defense timed."""
     import tempfile
 
     import neokd_bench as nb
@@ -107,31 +120,38 @@ def time_training(grid: Grid, preset, model, device: str, batch: int, batches: i
     n_cls = NUM_CLASSES[grid.dataset]
     defense.setup(dataset=grid.dataset, num_exits=model.num_exits, num_classes=n_cls, seed=0)
     data = _random_bundle(model, n_cls, batch * batches).train
-    cfg = TrainConfig(epochs=2, batch_size=batch, lr=preset.lr, momentum=preset.momentum,
+    cfg = TrainConfig(epochs=1, batch_size=batch, lr=preset.lr, momentum=preset.momentum,
                       weight_decay=preset.weight_decay, seed=0, device=device, amp=preset.amp,
                       grad_clip_norm=preset.grad_clip_norm)
     with tempfile.TemporaryDirectory(prefix="neokd-cost-") as tmp:
+        train(model, defense, data, dataclasses.replace(cfg, train_limit=batch), out_dir=tmp, progress=False)
+        cpu = time.process_time()
         hist = train(model, defense, data, cfg, out_dir=tmp, progress=False)["history"]
-    return float(hist[-1]["imgs_per_s"]), name
+        cpu = time.process_time() - cpu
+    wall = float(hist[-1]["imgs_per_s"])
+    idle = len(data) / (cpu / _threads(device)) if not device.startswith("cuda") and cpu > 0 else wall
+    return wall, max(wall, idle), name
 
 
-def time_evaluation(grid: Grid, preset, model, device: str, batch: int) -> dict[str, float]:
-    """Seconds per test image of the clean pass and of each attack of the preset's protocol (one seed)."""
-    import dataclasses
-
+def time_evaluation(grid: Grid, preset, model, device: str, batch: int) -> tuple[dict[str, float], float]:
+    """Seconds per test image of the clean pass and of each attack of the preset's protocol (one seed), at the
+    current load; and the ratio of idle-machine time to that (CPU time over torch threads, per wall second)."""
     from ..evaluation import evaluate
 
     n_cls = NUM_CLASSES[grid.dataset]
     proto = dataclasses.replace(preset.eval, attack_seeds=preset.eval.attack_seeds[:1], metrics=("anytime",))
     evaluate(model, _random_bundle(model, n_cls, 2, seed=1), dataset_key=grid.dataset,
              protocol=dataclasses.replace(proto, test_limit=2), device=device, metrics=("anytime",), progress=False)
+    cpu, wall = time.process_time(), time.perf_counter()
     ev = evaluate(model, _random_bundle(model, n_cls, batch, seed=2), dataset_key=grid.dataset,
                   protocol=dataclasses.replace(proto, test_limit=batch), device=device, metrics=("anytime",),
                   progress=False, batch_size=batch)
+    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
     per = {"clean": ev["wall_s"]["clean_s"] / batch}
     for label, adv in ev["anytime"]["adversarial"].items():
         per[label] = adv["wall_s"] / batch
-    return per
+    idle = min(1.0, cpu / _threads(device) / wall) if not device.startswith("cuda") and wall > 0 else 1.0
+    return per, idle
 
 
 def measure(grid: Grid, device: str = "cpu") -> Cost:
@@ -158,9 +178,9 @@ def measure(grid: Grid, device: str = "cpu") -> Cost:
     eval_batch = max(2, min(256, int(MAX_EVAL_FLOPS // (flops * attack_passes)))) if cpu else 256
     eval_batch = min(eval_batch, n_test)
 
-    imgs_per_s, defense = time_training(grid, preset, model, device, train_batch)
+    imgs_per_s, idle_per_s, defense = time_training(grid, preset, model, device, train_batch)
     train_s = preset.epochs * n_train / imgs_per_s
-    per = time_evaluation(grid, preset, model, device, eval_batch)
+    per, eval_idle = time_evaluation(grid, preset, model, device, eval_batch)
     seeds = len(ev.attack_seeds)
     eval_s = n_test * (per["clean"] + seeds * sum(v for k, v in per.items() if k != "clean"))
     if "transfer" in ev.metrics:
@@ -171,5 +191,5 @@ def measure(grid: Grid, device: str = "cpu") -> Cost:
             name = attack.split(":")[0]
             steps = 100 if name == "pgd" else 50
             eval_s += n_test * per_pass * (AUTOATTACK_PASSES if name == "autoattack" else 3 * steps)
-    return Cost(preset.model, flops, train_passes, eval_passes, train_s, eval_s, imgs_per_s, device, train_batch,
-                eval_batch, defense)
+    return Cost(preset.model, flops, train_passes, eval_passes, train_s, eval_s, imgs_per_s,
+                preset.epochs * n_train / idle_per_s, eval_s * eval_idle, device, train_batch, eval_batch, defense)

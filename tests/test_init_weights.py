@@ -20,21 +20,24 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def official_layout(n_blocks=5, step=4, base=4, n_channels=32, growth=16, gr=(1, 2, 4, 4), bn=(1, 2, 4, 4),
-                    classes=1000, seed=0, module_prefix="module."):
+                    classes=1000, seed=0, module_prefix="module.", trainable=False):
     """A state dict named and shaped as MSDNet-PyTorch's ImageNet MSDNet saved from DataParallel, derived here
     from that repository's naming (blocks.B.J: the first layer, MSDNLayers with ConvNormal/ConvDownNormal of
-    ConvBN nets, ParallelModule transitions; classifier.H.m of ConvBasic nets plus linear), random values."""
+    ConvBN nets, ParallelModule transitions; classifier.H.m of ConvBasic nets plus linear), random values
+    (``trainable``: scaled as MSDNet initialises, so that a network built from them trains without overflow)."""
     g = torch.Generator().manual_seed(seed)
     sd: dict[str, torch.Tensor] = {}
 
     def conv(name, cin, cout, k, bias=False):
-        sd[f"{module_prefix}{name}.weight"] = torch.randn(cout, cin, k, k, generator=g)
+        scale = math.sqrt(2.0 / (k * k * cout)) if trainable else 1.0
+        sd[f"{module_prefix}{name}.weight"] = torch.randn(cout, cin, k, k, generator=g) * scale
         if bias:
-            sd[f"{module_prefix}{name}.bias"] = torch.randn(cout, generator=g)
+            sd[f"{module_prefix}{name}.bias"] = torch.randn(cout, generator=g) * (0.0 if trainable else 1.0)
 
     def bnorm(name, c):
         for leaf in ("weight", "bias", "running_mean"):
-            sd[f"{module_prefix}{name}.{leaf}"] = torch.randn(c, generator=g)
+            sd[f"{module_prefix}{name}.{leaf}"] = torch.randn(c, generator=g) * (0.1 if trainable else 1.0) + \
+                (1.0 if trainable and leaf == "weight" else 0.0)
         sd[f"{module_prefix}{name}.running_var"] = torch.rand(c, generator=g) + 0.5
         sd[f"{module_prefix}{name}.num_batches_tracked"] = torch.tensor(7)
 
@@ -80,7 +83,8 @@ def official_layout(n_blocks=5, step=4, base=4, n_channels=32, growth=16, gr=(1,
         width = c * gr[-1]
         basic(f"classifier.{b}.m.0", width, width, 3)
         basic(f"classifier.{b}.m.1", width, width, 3)
-        sd[f"{module_prefix}classifier.{b}.linear.weight"] = torch.randn(classes, width, generator=g)
+        sd[f"{module_prefix}classifier.{b}.linear.weight"] = torch.randn(classes, width, generator=g) * \
+            (1 / math.sqrt(width) if trainable else 1.0)
         sd[f"{module_prefix}classifier.{b}.linear.bias"] = torch.randn(classes, generator=g)
     return sd
 
@@ -117,8 +121,10 @@ def test_official_layout_loads_strictly_by_name(official_sd, tmp_path):
 
 
 def test_official_layout_without_module_prefix_and_old_bn_buffers(official_sd, tmp_path):
+    """PyTorch 0.4-era files: no num_batches_tracked, the legacy (non-zip) serialization, no DataParallel."""
     sd = {k[len("module."):]: v for k, v in official_sd.items() if not k.endswith("num_batches_tracked")}
-    torch.save({"state_dict": sd}, tmp_path / "plain.pth")
+    torch.save({"state_dict": sd, "arch": "msdnet", "best_prec1": 74.2}, tmp_path / "plain.pth",
+               _use_new_zipfile_serialization=False)
     assert load_init(nb.create_model("msdnet_imagenet"), tmp_path / "plain.pth")["format"] == "msdnet-pytorch"
 
 

@@ -23,6 +23,7 @@ TINY = ["--run-arg=--train-limit=64", "--run-arg=--epochs=2", "--run-arg=--test-
 GRID = ["cpu", "--preset", "smoke", "--defenses", "adv,neokd", "--seeds", "0,1"]
 
 
+@pytest.mark.slow  # the estimate times real MSDNet training steps and an evaluation batch (tens of seconds idle)
 def test_dry_run_prints_the_cifar10_grid_and_its_cost(tmp_path, capsys):
     assert main(["reproduce", "table2", "--dry-run", "--runs-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out

@@ -19,8 +19,9 @@ from tests.test_init_weights import official_layout
 CASES = {
     "cifar10": (lambda r: synthetic.write_cifar(r, n_train=150, n_test=40), 50, 32, 16, 16),
     "cifar100": (lambda r: synthetic.write_cifar(r, hundred=True, n_train=150, n_test=40), 50, 32, 16, 16),
-    "tiny-imagenet": (lambda r: synthetic.write_tiny_imagenet(r, classes=4, per_class=40, n_val=40), 40, 32, 16, 16),
-    "imagenet": (lambda r: synthetic.write_imagenet(r, classes=4, per_class=12, val_per_class=3), 12, 4, 4, 4),
+    # 5 exits: at least 6 classes, so that NEO-KD's exit-wise orthogonal soft labels are not all one-hot
+    "tiny-imagenet": (lambda r: synthetic.write_tiny_imagenet(r, classes=10, per_class=16, n_val=40), 40, 32, 16, 16),
+    "imagenet": (lambda r: synthetic.write_imagenet(r, classes=6, per_class=8, val_per_class=2), 12, 4, 4, 4),
     "mnist": (lambda r: synthetic.write_mnist(r, n_train=300, n_test=60), 60, 64, 32, 32),
 }
 
@@ -38,7 +39,7 @@ def test_paper_preset_runs_end_to_end_from_its_real_format(dataset, tmp_path):
     write(root)
     extra = []
     if dataset == "imagenet":
-        official = official_layout(classes=4, trainable=True)
+        official = official_layout(classes=6, trainable=True)
         torch.save({"epoch": 89, "arch": "msdnet", "state_dict": official}, tmp_path / "init.pth")
         torch.save(torch.randperm(48, generator=torch.Generator().manual_seed(0)), tmp_path / "index.pth")
         extra = ["--init", str(tmp_path / "init.pth"), "--val-index", str(tmp_path / "index.pth")]

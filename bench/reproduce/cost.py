@@ -30,8 +30,8 @@ from dataclasses import dataclass
 
 from .grids import SIZES, Grid
 
-MAX_STEP_FLOPS = 6e10  # CPU: one timed training step at most this much work (forward-pass equivalents)
-MAX_EVAL_FLOPS = 1.5e11  # CPU: the timed evaluation batch at most this much attack work
+MAX_STEP_FLOPS = 2e10  # CPU: one timed training step at most this much work (forward-pass equivalents)
+MAX_EVAL_FLOPS = 5e10  # CPU: the timed evaluation batch at most this much attack work
 AUTOATTACK_PASSES = 6000
 NUM_CLASSES = {"mnist": 10, "fashion-mnist": 10, "cifar10": 10, "cifar100": 100, "tiny-imagenet": 200,
                "imagenet": 1000}

@@ -69,6 +69,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "reproduce": ("reproduce a table or figure of the paper as a grid of runs (local or Slurm)",
                   "Run one table or figure of the paper as a grid of `neokd-bench run`s, locally or as a Slurm "
                   "job array, and write it in the paper's layout beside the reported numbers."),
+    "verify": ("check a result against its checkpoint: same sha256, same numbers when evaluated again",
+               "Check that a result's numbers came from its weights: the checkpoint's sha256 must match the "
+               "result, then the recorded per-exit evaluation runs again (same seeds, samples, threads) and "
+               "every number must agree within one test sample. Writes a verification record beside the "
+               "result; the board marks such entries verified."),
 }
 
 

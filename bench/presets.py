@@ -164,6 +164,14 @@ TRAIN_PRESETS: dict[tuple[str, str], TrainPreset] = {
 }
 
 
+# Presets that fine-tune: `run` refuses them without --init, with this line saying where the weights come from.
+NEEDS_INIT: dict[tuple[str, str], str] = {
+    ("imagenet", "paper"): "pass --init with the ImageNet MSDNet (block=5, step=4) from the README of "
+                           "github.com/kalviny/MSDNet-PyTorch (\"Pre-trained MSDNet Models on ImageNet\"), and "
+                           "--val-index with the index.pth published beside it",
+}
+
+
 def train_preset(dataset: str, tag: str) -> TrainPreset:
     key = (dataset, tag)
     if key not in TRAIN_PRESETS:

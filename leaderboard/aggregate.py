@@ -32,6 +32,7 @@ from neokd_bench.errors import UsageError
 from .budget import budget_to_reach
 from .stats import mean_std, significance_ranks, t_interval, verdict, welch_diff
 from .validate import check_file
+from .verified import VERIFIED, is_record, status
 
 #: The reference defense differences are taken against: adversarial training, as in every table of the paper.
 BASELINE = "adv"
@@ -60,7 +61,7 @@ def result_files(folders: Iterable[str | Path]) -> list[Path]:
                                  f"pass result JSON files or folders of them")
             raise UsageError(f"no result file or folder at {folder}; pass result JSON files or folders of them")
         for p in sorted(folder.rglob("*.json")):
-            if p.name in NOT_RESULTS or p.is_dir():
+            if p.name in NOT_RESULTS or p.is_dir() or is_record(p):
                 continue
             if not p.is_file():  # a fifo named *.json would block the reader: refused, never opened
                 kind = kind_of(p.stat().st_mode) if p.exists() else "a broken link"
@@ -258,6 +259,9 @@ def make_entries(loaded: list[tuple[Path, dict]], efficiency: list[tuple[Path, d
             "training_config": (first.get("training") or {}).get("config"),
             "attacks": first["evaluation"].get("attacks"),
             "provenance": [r.get("provenance") for r in runs],
+            # per run: "verified" (`neokd-bench verify` re-ran it on its checkpoint) or "self-reported"
+            "verification": (marks := [status(p, d) for p, d in pairs]),
+            "verified": all(m == VERIFIED for m in marks),
         })
         entries[-1]["_runs"] = runs
     return entries

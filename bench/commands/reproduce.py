@@ -248,8 +248,11 @@ def _dry_run(grid, runs, device: str) -> int:
     print(f"cost: {cost.flops / 1e6:.2f} MFLOPs per forward pass (fvcore) x "
           f"{(cost.train_passes + cost.eval_passes) / 1e6:.1f} M passes per run "
           f"({cost.train_passes / 1e6:.1f} M training, {cost.eval_passes / 1e6:.1f} M evaluation)")
-    print(f"throughput: {cost.flops_per_s / 1e9:.1f} GFLOP/s measured now ({cost.device}, best of 5 timed forward "
-          f"passes of a batch of {cost.batch})")
-    print(f"estimate: {per_run / 3600:.2f} h per run, {len(todo) * per_run / 3600:.1f} h for the "
-          f"{len(todo)} runs not done, on this device one at a time")
+    print(f"timed now ({cost.device}): training {cost.train_images_per_s:.1f} images/s ({cost.defense}, real "
+          f"training steps of batch {cost.train_batch}) -> {cost.train_s / 3600:.2f} h; evaluation from one batch of "
+          f"{cost.eval_batch} test images -> {cost.eval_s / 3600:.2f} h")
+    idle = cost.train_s_idle + cost.eval_s_idle
+    print(f"estimate: {per_run / 3600:.2f} h per run at this moment's load ({idle / 3600:.2f} h on an idle machine: "
+          f"CPU time over torch threads), {len(todo) * per_run / 3600:.1f} h ({len(todo) * idle / 3600:.1f} h idle) "
+          f"for the {len(todo)} runs not done, on this device one at a time")
     return 0

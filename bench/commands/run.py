@@ -57,6 +57,12 @@ def add_parser(sub: Any) -> None:
                    help="defense config field, e.g. --set alpha=2 --set gamma=[1,1,1.5] (repeatable)")
     p.add_argument("--out", help="run folder (default runs/<defense>-<dataset>-<preset>-s<seed>)")
     p.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
+    p.add_argument("--init", metavar="CHECKPOINT",
+                   help="start from these weights: a neokd-bench checkpoint.pt or an MSDNet-PyTorch ImageNet "
+                        ".pth.tar (mapped by name, shapes checked); the result records its sha256")
+    p.add_argument("--val-index", metavar="INDEX_PTH",
+                   help="imagenet: MSDNet-PyTorch's index.pth; its last 50,000 training images are the "
+                        "validation split (held out of the pretrained model's training)")
     p.add_argument("--no-eval", action="store_true", help="train only")
     p.add_argument("--test-limit", type=int, help="evaluate on the first N test images")
     p.add_argument("--attack-seeds", help="comma-separated evaluation attack seeds, e.g. 0,1,2")
@@ -147,6 +153,13 @@ def run(args: argparse.Namespace) -> int:
     resolve_device(args.device)
     DATASETS.get(args.dataset)  # unknown names fail first, with a "did you mean"
     preset = presets.train_preset(args.dataset, args.preset)
+    needs = presets.NEEDS_INIT.get((args.dataset, args.preset))
+    check(not needs or bool(getattr(args, "init", None)) or args.resume,
+          f"--preset {args.preset} on {args.dataset} fine-tunes pretrained weights: {needs}")
+    val_index = getattr(args, "val_index", None)
+    check(not val_index or args.dataset == "imagenet",
+          f"--val-index is MSDNet-PyTorch's ImageNet index file; drop it for {args.dataset}")
+    check(not val_index or Path(val_index).is_file(), f"--val-index {val_index}: no such file")
     check_eps(args.eps, args.dataset, args.force)
     defense_kw = parse_sets(args.set)
     defense_kw.update({k: v for k, v in (("eps", args.eps), ("step_size", args.step_size),
@@ -167,13 +180,17 @@ def run(args: argparse.Namespace) -> int:
     meta = {"model_name": model_name, "dataset": args.dataset, "defense": {"name": defense.describe()["name"]},
             "preset": f"{args.dataset}.{args.preset}"}  # the defense's config is compared once set up
     check(not args.resume or out.is_dir(), f"--resume: no run folder {out}; run without --resume to start fresh")
+    resumed_init = None
     if args.resume and (out / CHECKPOINT_NAME).is_file():  # a mismatch fails before the data loads
-        check_resume(load_checkpoint(out / CHECKPOINT_NAME), meta, None, out / CHECKPOINT_NAME)
+        state = load_checkpoint(out / CHECKPOINT_NAME)
+        check_resume(state, meta, None, out / CHECKPOINT_NAME)
+        resumed_init = state.get("init")
 
     timings: dict[str, float] = {}
     t = time.perf_counter()
     source = args.data_source or preset.data_source
-    bundle = nb.load_dataset(args.dataset, root=args.data_root, source=source, val_size=args.val_size)
+    extra = {"val_index": val_index} if val_index else {}
+    bundle = nb.load_dataset(args.dataset, root=args.data_root, source=source, val_size=args.val_size, **extra)
     timings["data_s"] = time.perf_counter() - t
     model_kwargs = {**dict(preset.model_kwargs), "num_classes": bundle.num_classes,
                     "mean": list(bundle.mean), "std": list(bundle.std)}
@@ -184,6 +201,12 @@ def run(args: argparse.Namespace) -> int:
     check(tuple(model.input_size) == tuple(bundle.input_size),
           f"model {model_name} takes {model.input_size} inputs but {args.dataset} gives {bundle.input_size}; "
           f"pick a matching --model")
+    init = None
+    if getattr(args, "init", None):
+        from ..init_weights import load_init
+
+        init = load_init(model, args.init)
+        meta["init"] = init  # kept in every checkpoint: a resumed run still records where it started
     defense.setup(dataset=args.dataset, num_exits=model.num_exits, num_classes=bundle.num_classes, seed=args.seed)
 
     cfg = train_config(args, preset)
@@ -193,6 +216,9 @@ def run(args: argparse.Namespace) -> int:
     training = train(model, defense, bundle.train, cfg, out_dir=out, meta=meta, resume=args.resume,
                      progress=not args.quiet)
     timings["train_s"] = time.perf_counter() - t
+    init = init or resumed_init
+    if init is not None:
+        training["init"] = init
     if args.no_eval:
         return 0
 

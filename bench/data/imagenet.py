@@ -220,9 +220,13 @@ def check_headers(paths: Sequence[str], limit: int = HEADER_CHECK_LIMIT) -> None
 
 
 def imagenet(root: str | os.PathLike | None = None, source: str = "auto", val_size: int | None = None,
-             split_seed: int = 0, augment: bool = True, **kw: Any) -> DatasetBundle:
+             split_seed: int = 0, augment: bool = True, val_index: str | os.PathLike | None = None,
+             **kw: Any) -> DatasetBundle:
     """ImageNet (ILSVRC-2012) from ``<root>/{train,val}/<wnid>/``, read lazily at 224x224; see the
-    module docstring for the transforms and the held-out validation split."""
+    module docstring for the transforms and the held-out validation split. ``val_index``: MSDNet-PyTorch's
+    ``index.pth`` (a permutation of the training images in ImageFolder order); its last ``val_size`` (50,000)
+    entries are the validation split, the rest the training split, so that a model fine-tuned from MSDNet-PyTorch's
+    pretrained weights has its budgeted thresholds set on images that model was never trained on."""
     check_no_extra("imagenet", kw)
     check_source(source, ("auto", "folder"), "imagenet")
     user = user_root(root)
@@ -239,7 +243,19 @@ def imagenet(root: str | os.PathLike | None = None, source: str = "auto", val_si
         raise not_found("imagenet", folder, IMAGENET_LAYOUT, IMAGENET_HOW,
                         why=f"malformed ({type(exc).__name__}: {exc})") from exc
     n_val = IMAGENET_VAL_SIZE if val_size is None else int(val_size)
-    tr_idx, va_idx = split_indices(len(tr_paths), n_val, split_seed)
+    val_from = "held out of the official training set, uniformly at random"
+    if val_index is not None:
+        from ..init_weights import read_val_index
+        from ..utils import file_sha256
+
+        perm = read_val_index(val_index, len(tr_paths))
+        if not 0 < n_val < len(perm):
+            raise DataNotFoundError(f"--val-size {n_val} must be below the {len(perm)} training images")
+        tr_idx, va_idx = perm[:-n_val].numpy(), perm[-n_val:].numpy()
+        val_from = (f"the last {n_val} entries of MSDNet-PyTorch's validation index file "
+                    f"(sha256 {file_sha256(val_index)})")
+    else:
+        tr_idx, va_idx = split_indices(len(tr_paths), n_val, split_seed)
     eval_tf = transforms.Compose([transforms.Resize(256), transforms.CenterCrop(224)])
     train_tf = transforms.Compose([transforms.RandomResizedCrop(224), transforms.RandomHorizontalFlip()]) \
         if augment else eval_tf
@@ -251,7 +267,7 @@ def imagenet(root: str | os.PathLike | None = None, source: str = "auto", val_si
         test=ImageFileDataset(te_paths, te_labels, eval_tf),
         num_classes=len(classes), input_size=(3, 224, 224), mean=list(IMAGENET_MEAN), std=list(IMAGENET_STD),
         source=f"folder:{folder}", split_seed=split_seed,
-        info={"val_size": n_val, "val_from": "held out of the official training set, uniformly at random",
+        info={"val_size": n_val, "val_from": val_from,
               "test_from": "the official validation set",
               "augmentation": ("RandomResizedCrop 224 + horizontal flip (train only); eval: resize 256, "
                                "center-crop 224") if augment else "eval transform everywhere (resize 256, "

@@ -1,31 +1,37 @@
-"""The cost of a grid before it runs: fvcore FLOPs x forward passes / a throughput measured on the spot.
+"""The cost of a grid before it runs, from the work itself timed on the spot: a few real training steps of the
+preset and one real evaluation batch, on the device given.
 
-A run's work is counted in *forward passes of the whole network per image* (a backward pass counts as two):
+* **Training.** The shared trainer (:func:`neokd_bench.trainer.train`) runs the preset's model and a defense of
+  the grid (``neokd`` when the grid has it, else its first), with the grid's training attack, its steps, the
+  preset's precision and optimizer, for two short epochs on random images of the dataset's shape; the second
+  epoch's images/s (the first pays the warm-up) times the run's ``epochs x train images`` is the estimate. On a
+  CPU the batch is cut so that one step is at most :data:`MAX_STEP_FLOPS` (a smaller batch is no faster per
+  image on a CPU, so the estimate errs high); on a GPU it is the preset's.
+* **Evaluation.** :func:`neokd_bench.evaluation.evaluate` runs the preset's protocol (its attacks, PGD steps,
+  one attack seed) on one batch of random test images (after an untimed two-image warm-up); seconds per image
+  per attack and for the clean pass, times test images and attack seeds, give the anytime evaluation. The
+  transferability matrix (single-exit PGD at every exit, as the max-average attack's steps are) is counted at
+  the max-average attack's time per image; Table 8's extra ``eval`` attacks in whole forward passes at the
+  average attack's time per pass (AutoAttack at about :data:`AUTOATTACK_PASSES` passes per image, a rough figure).
+  On a CPU the batch is cut to at most :data:`MAX_EVAL_FLOPS` of attack work.
 
-* training: ``epochs x train images x 3 x (train_steps x A + 2)``, where ``A`` is the work of one step of the
-  training attack: for max-average, one single-exit PGD per exit, each computing only up to its exit, so
-  ``A`` = (sum over exits of fvcore's count of exit k's path) / (the whole network's count); for average,
-  one whole pass (``A = 1``); ``+ 2`` are the clean and adversarial passes of the training step;
-* evaluation: per test image, attack and attack seed, ``3 x steps x A + 1``; plus the transferability matrix,
-  ``3 x steps x A`` per sample (its single-exit attacks); Table 8's extra ``eval`` adds PGD-100 and CW at
-  their steps, and AutoAttack at about :data:`AUTOATTACK_PASSES` passes per image (APGD, APGD-T, FAB and
-  Square's 5,000 queries; a rough figure).
-
-The FLOPs of one pass are fvcore's count for the preset's model (:func:`neokd_bench.flops.full_forward_flops`).
-The throughput is measured here: the best of 5 timed forward passes (after 2 untimed ones) of that model on
-a batch of random inputs, on the device given (CPU when no GPU); the batch is the preset's, cut so that one
-pass is at most :data:`MAX_BATCH_FLOPS`. On a shared, loaded machine the figure is low, and the estimate high.
-Defense-specific extra work (distillation losses) is a few passes and left out.
+Two estimates are printed: at the machine's load of the moment (wall clock: a run started now, at this load,
+takes about that long) and on an idle machine (on a CPU, the process's CPU time over its torch threads, which a
+loaded machine does not change much; on a GPU the two are the same). The README of ``benchmarks/`` compares them
+with a measured run. fvcore's FLOPs and the forward-pass counts of
+:func:`passes` are printed beside them for scale.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 
 from .grids import SIZES, Grid
 
-MAX_BATCH_FLOPS = 3e9
+MAX_STEP_FLOPS = 2e10  # CPU: one timed training step at most this much work (forward-pass equivalents)
+MAX_EVAL_FLOPS = 5e10  # CPU: the timed evaluation batch at most this much attack work
 AUTOATTACK_PASSES = 6000
 NUM_CLASSES = {"mnist": 10, "fashion-mnist": 10, "cifar10": 10, "cifar100": 100, "tiny-imagenet": 200,
                "imagenet": 1000}
@@ -34,16 +40,22 @@ NUM_CLASSES = {"mnist": 10, "fashion-mnist": 10, "cifar10": 10, "cifar100": 100,
 @dataclass(frozen=True)
 class Cost:
     model: str
-    flops: int  # one forward pass of one image
-    train_passes: float  # per run
-    eval_passes: float  # per run
-    flops_per_s: float  # measured
+    flops: int  # one forward pass of one image (fvcore)
+    train_passes: float  # per run, whole-network forward passes (for scale)
+    eval_passes: float
+    train_s: float  # per run, from the timed training steps, at the load of the moment
+    eval_s: float  # per run, from the timed evaluation batch, at the load of the moment
+    train_images_per_s: float
+    train_s_idle: float  # the same on an idle machine (CPU: CPU time over the torch threads)
+    eval_s_idle: float
     device: str
-    batch: int
+    train_batch: int  # batch of the timed training steps
+    eval_batch: int  # test images of the timed evaluation batch
+    defense: str
 
     @property
     def seconds_per_run(self) -> float:
-        return (self.train_passes + self.eval_passes) * self.flops / self.flops_per_s
+        return self.train_s + self.eval_s
 
 
 def passes(grid: Grid, preset, single_exits: float) -> tuple[float, float]:
@@ -75,33 +87,118 @@ def passes(grid: Grid, preset, single_exits: float) -> tuple[float, float]:
     return float(train), float(evaluate)
 
 
-def measure(grid: Grid, device: str = "cpu") -> Cost:
-    """fvcore FLOPs of the preset's model and its measured forward throughput on ``device``."""
-    import neokd_bench as nb
+def _sizes(grid: Grid, preset) -> tuple[int, int, int]:
+    n_train, n_test = SIZES[grid.dataset]
+    n_train = min(n_train, preset.train_limit or n_train)
+    n_test = min(n_test, preset.eval.test_limit or n_test)
+    return n_train, n_test, min(n_test, preset.eval.transfer_limit or n_test)
+
+
+def _random_bundle(model, n_classes: int, n: int, seed: int = 0):
     import torch
+
+    from ..data.base import DatasetBundle, TensorImageDataset
+
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(0, 256, (n, *model.input_size), dtype=torch.uint8, generator=g)
+    y = torch.randint(0, n_classes, (n,), generator=g)
+    ds = TensorImageDataset(x, y)
+    return DatasetBundle(name="random", train=ds, val=ds, test=ds, num_classes=n_classes,
+                         input_size=tuple(model.input_size), mean=[0.5] * model.input_size[0],
+                         std=[0.25] * model.input_size[0], source="random")
+
+
+def _threads(device: str) -> int:
+    import torch
+
+    return torch.get_num_threads() if not device.startswith("cuda") else 1
+
+
+def time_training(grid: Grid, preset, model, device: str, batch: int, batches: int = 2) -> tuple[float, float, str]:
+    """Images/s of the shared trainer over ``batches`` batches, after one untimed warm-up step: at the machine's
+    current load (wall clock) and on an idle machine (on a CPU: the process's CPU time over its torch threads;
+    on a GPU the same as the wall clock); and the defense timed."""
+    import tempfile
+
+    import neokd_bench as nb
+
+    from ..trainer import TrainConfig, train
+
+    name = "neokd" if "neokd" in grid.defenses else grid.defenses[0]
+    defense = nb.create_defense(name, train_attack=grid.train_attack)
+    n_cls = NUM_CLASSES[grid.dataset]
+    defense.setup(dataset=grid.dataset, num_exits=model.num_exits, num_classes=n_cls, seed=0)
+    data = _random_bundle(model, n_cls, batch * batches).train
+    cfg = TrainConfig(epochs=1, batch_size=batch, lr=preset.lr, momentum=preset.momentum,
+                      weight_decay=preset.weight_decay, seed=0, device=device, amp=preset.amp,
+                      grad_clip_norm=preset.grad_clip_norm)
+    with tempfile.TemporaryDirectory(prefix="neokd-cost-") as tmp:
+        train(model, defense, data, dataclasses.replace(cfg, train_limit=batch), out_dir=tmp, progress=False)
+        cpu = time.process_time()
+        hist = train(model, defense, data, cfg, out_dir=tmp, progress=False)["history"]
+        cpu = time.process_time() - cpu
+    wall = float(hist[-1]["imgs_per_s"])
+    idle = len(data) / (cpu / _threads(device)) if not device.startswith("cuda") and cpu > 0 else wall
+    return wall, max(wall, idle), name
+
+
+def time_evaluation(grid: Grid, preset, model, device: str, batch: int) -> tuple[dict[str, float], float]:
+    """Seconds per test image of the clean pass and of each attack of the preset's protocol (one seed), at the
+    current load; and the ratio of idle-machine time to that (CPU time over torch threads, per wall second)."""
+    from ..evaluation import evaluate
+
+    n_cls = NUM_CLASSES[grid.dataset]
+    proto = dataclasses.replace(preset.eval, attack_seeds=preset.eval.attack_seeds[:1], metrics=("anytime",))
+    evaluate(model, _random_bundle(model, n_cls, 2, seed=1), dataset_key=grid.dataset,
+             protocol=dataclasses.replace(proto, test_limit=2), device=device, metrics=("anytime",), progress=False)
+    cpu, wall = time.process_time(), time.perf_counter()
+    ev = evaluate(model, _random_bundle(model, n_cls, batch, seed=2), dataset_key=grid.dataset,
+                  protocol=dataclasses.replace(proto, test_limit=batch), device=device, metrics=("anytime",),
+                  progress=False, batch_size=batch)
+    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    per = {"clean": ev["wall_s"]["clean_s"] / batch}
+    for label, adv in ev["anytime"]["adversarial"].items():
+        per[label] = adv["wall_s"] / batch
+    idle = min(1.0, cpu / _threads(device) / wall) if not device.startswith("cuda") and wall > 0 else 1.0
+    return per, idle
+
+
+def measure(grid: Grid, device: str = "cpu") -> Cost:
+    """fvcore FLOPs of the preset's model, and the seconds of one run from real training steps and one real
+    evaluation batch timed now on ``device``."""
+    import neokd_bench as nb
 
     from ..flops import exit_path_flops, full_forward_flops
     from ..presets import train_preset
 
     preset = train_preset(grid.dataset, grid.preset)
     model = nb.create_model(preset.model, num_classes=NUM_CLASSES[grid.dataset], **dict(preset.model_kwargs))
-    model.eval()
     flops = full_forward_flops(model)
     single_exits = sum(exit_path_flops(model)) / flops
-    model.to(device)
-    batch = max(1, min(preset.batch_size, int(MAX_BATCH_FLOPS // max(flops, 1))))
-    x = torch.rand(batch, *model.input_size, device=device)
-    best = float("inf")
-    with torch.inference_mode():
-        model(x)  # warm-up (allocations, kernel selection)
-        model(x)
-        for _ in range(5):
-            if device.startswith("cuda"):
-                torch.cuda.synchronize()
-            t = time.perf_counter()
-            model(x)
-            if device.startswith("cuda"):
-                torch.cuda.synchronize()
-            best = min(best, time.perf_counter() - t)
-    train, evaluate = passes(grid, preset, single_exits)
-    return Cost(preset.model, flops, train, evaluate, flops * batch / best, device, batch)
+    train_passes, eval_passes = passes(grid, preset, single_exits)
+    n_train, n_test, n_transfer = _sizes(grid, preset)
+    cpu = not device.startswith("cuda")
+    a_train = single_exits if grid.train_attack == "max-average" else 1
+    step_passes = 3 * (preset.train_steps * a_train + 2)
+    train_batch = max(2, min(preset.batch_size, int(MAX_STEP_FLOPS // (flops * step_passes)))) if cpu \
+        else preset.batch_size
+    ev = preset.eval
+    attack_passes = sum(3 * ev.steps * (single_exits if o == "max-average" else 1) for o in ev.attacks) or 1
+    eval_batch = max(2, min(256, int(MAX_EVAL_FLOPS // (flops * attack_passes)))) if cpu else 256
+    eval_batch = min(eval_batch, n_test)
+
+    imgs_per_s, idle_per_s, defense = time_training(grid, preset, model, device, train_batch)
+    train_s = preset.epochs * n_train / imgs_per_s
+    per, eval_idle = time_evaluation(grid, preset, model, device, eval_batch)
+    seeds = len(ev.attack_seeds)
+    eval_s = n_test * (per["clean"] + seeds * sum(v for k, v in per.items() if k != "clean"))
+    if "transfer" in ev.metrics:
+        eval_s += n_transfer * per.get("pgd:max-average", max(per.values()))
+    if grid.eval_attacks:
+        per_pass = per.get("pgd:average", max(per.values())) / (3 * ev.steps)
+        for attack in grid.eval_attacks:  # Table 8's `eval` (one attack seed each)
+            name = attack.split(":")[0]
+            steps = 100 if name == "pgd" else 50
+            eval_s += n_test * per_pass * (AUTOATTACK_PASSES if name == "autoattack" else 3 * steps)
+    return Cost(preset.model, flops, train_passes, eval_passes, train_s, eval_s, imgs_per_s,
+                preset.epochs * n_train / idle_per_s, eval_s * eval_idle, device, train_batch, eval_batch, defense)

@@ -1,4 +1,4 @@
-"""One base for every attack on a multi-exit network (DESIGN.md, "Contracts" and "Attack settings").
+"""One base for every attack on a multi-exit network (docs/design.md, "Contracts" and "Attack settings").
 
 An attack is built from the registry with its config (a frozen dataclass whose defaults are the paper's)
 and called as ``attack(model, x, y) -> x_adv``. The base owns everything that is not the core loop:
@@ -11,7 +11,7 @@ and called as ``attack(model, x, y) -> x_adv``. The base owns everything that is
   - ``"average"`` - the mean over exits of the *per-exit* loss (paper Eq. 3). It is not the loss of the
     averaged logits;
   - ``"max-average"`` - paper Eq. 2: one single attack per exit, then for each sample keep the candidate
-    whose loss averaged over *all* exits is largest (Triple-Wins' ``pgd_max``; DESIGN.md "Max-average
+    whose loss averaged over *all* exits is largest (Triple-Wins' ``pgd_max``; docs/design.md "Max-average
     attack"). Selection uses the cross-entropy of Eq. 2, in one no-grad forward pass over all candidates;
 * the L-inf eps-ball projection and the [0, 1] clamp (:func:`project`);
 * the model's train/eval mode (config field ``mode``, ``"eval"`` by default): it is set for the attack and

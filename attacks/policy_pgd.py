@@ -1,4 +1,4 @@
-"""Policy-aware PGD (``policy-pgd``): an attacker who knows the exit policy and its thresholds (issue 13).
+"""Policy-aware PGD (``policy-pgd``): an attacker who knows the exit policy and its thresholds.
 
 Max-average PGD (Eq. 2) attacks the exits; a budgeted deployment only ever reads one of them per sample,
 the exit where its policy stops the sample. This attack maximizes the loss *at that exit*, through a
@@ -12,7 +12,7 @@ differentiable surrogate of the threshold cascade:
 * ``q_k = s_k * prod_{j<k} (1 - s_j)``, the soft probability of leaving at ``k``;
 * loss ``= sum_k q_k * NLL_k``, with ``NLL_k = -log P_k[y]`` the negative log-likelihood of the
   prediction the policy would return at exit ``k`` (with ``ensemble``, the mean softmax of exits
-  ``0..k``, DESIGN.md "Ensemble strategy").
+  ``0..k``, docs/design.md "Ensemble strategy").
 
 The attacker thus gains both by making the prediction wrong where the sample leaves and by moving the
 sample to an exit where it is wrong. ``T`` is annealed geometrically from ``temperature`` (first step) to

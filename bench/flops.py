@@ -1,7 +1,7 @@
 """FLOPs per exit, counted with fvcore (one per multiply-add, as MSDNet and NEO-KD report them).
 
 The cost of a sample that leaves at exit ``k`` is the fvcore count of ``model(x, upto=k)`` on one input
-of ``model.input_size``: every block up to exit ``k`` plus the heads of exits ``0..k`` (DESIGN.md,
+of ``model.input_size``: every block up to exit ``k`` plus the heads of exits ``0..k`` (docs/design.md,
 "Budgeted prediction"). fvcore skips operators it has no counter for (pooling, activations,
 normalisation's elementwise work); its "unsupported operator" log lines and warnings are silenced here.
 fvcore counts the traced graph, from which work whose result no output uses is dropped; so the count

@@ -1,4 +1,4 @@
-"""Precision that fits the hardware (issue 11): which device computes bf16 natively, and what ``--amp auto``
+"""Precision that fits the hardware: which device computes bf16 natively, and what ``--amp auto``
 resolves to there.
 
 bf16 autocast pays only where the hardware has bf16 arithmetic: a CUDA GPU that supports bf16 (Ampere and

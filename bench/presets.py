@@ -63,7 +63,7 @@ class EvalProtocol:
     metrics: tuple[str, ...] = ("anytime", "budgeted", "transfer")
     transfer_limit: int | None = 1000  # samples for the transferability matrix
     budget_allocations: int = 100  # App. A.3
-    policy: str = "max-softmax"  # exit policy of budgeted prediction (issue 13; neokd_bench.evaluation.policies)
+    policy: str = "max-softmax"  # exit policy of budgeted prediction (neokd_bench.evaluation.policies)
     budget_index: int | None = None  # efficiency metric's allocation (None: closest to an equal share per exit)
     # budgets, spread over the curve, at which policy-pgd is run (efficiency metric); "all": every allocation
     policy_budgets: int | str = 5
@@ -141,7 +141,7 @@ TRAIN_PRESETS: dict[tuple[str, str], TrainPreset] = {
         "smallcnn", 3, 128, 0.05, (2,), train_limit=4096, grad_clip_norm=5.0, data_source="bundled",
         eval=_SMOKE_EVAL,
         source="CPU smoke preset (not a paper setting)"),
-    # CPU reproduction (issue 12): about 10-25 minutes per run on one core of a 2-core CPU. The whole bundled
+    # CPU reproduction: about 10-25 minutes per run on one core of a 2-core CPU. The whole bundled
     # training split (10,000 images), 5 epochs, SGD at lr 0.01 (the paper's MNIST lr), momentum 0.9 and the
     # paper's weight decay, no schedule and no clipping; PGD-7 max-average training as always. Evaluation:
     # PGD-20 max-average and average on all 2,000 bundled test images, one attack seed (the spread comes from
@@ -151,7 +151,7 @@ TRAIN_PRESETS: dict[tuple[str, str], TrainPreset] = {
         "smallcnn", 5, 128, 0.01, (), data_source="bundled",
         eval=EvalProtocol(attacks=("max-average", "average"), steps=20, attack_seeds=(0,), test_limit=None,
                           transfer_limit=1000, budget_allocations=100, **CPU_REFERENCE),
-        source="CPU reproduction preset, issue 12 (not a paper setting)"),
+        source="CPU reproduction preset (not a paper setting)"),
     ("cifar10", "paper"): TrainPreset("msdnet_cifar10", 150, 128, 0.1, (75, 115), amp="auto", eval=_PAPER_EVAL,
                                       source="paper App. A.1"),
     ("cifar100", "paper"): TrainPreset(

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A/B of the smoke training between two checkouts, alternating (issue 11's "smoke run" figure):
+# A/B of the smoke training between two checkouts, alternating (the "smoke run" figure of benchmarks/README.md):
 #     git worktree add /tmp/base 232d289 && (cd /tmp/base && make setup)
 #     bash benchmarks/ab_smoke.sh /tmp/base . 1 3        # BASE NEW THREADS PAIRS
 # Each run: `neokd-bench run --defense neokd --dataset fashion-mnist --preset smoke --no-eval --device cpu` in

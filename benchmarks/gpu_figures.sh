@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU figures of issue 11, in one go (each part under its own time limit, so one failure loses one part):
+# The GPU figures of benchmarks/README.md, in one go (each part under its own time limit, so one failure loses one part):
 #   1. one NEO-KD training epoch at the paper's CIFAR-10 preset (msdnet_cifar10, batch 128, PGD-7 max-average,
 #      --amp auto) on random data of CIFAR-10's shape and size (45,000 training images), and its 150-epoch
 #      projection;

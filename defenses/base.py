@@ -1,4 +1,4 @@
-"""The defense contract shared by every registered defense (DESIGN.md, "Contracts").
+"""The defense contract shared by every registered defense (docs/design.md, "Contracts").
 
 A defense owns two things: how its training adversarial examples are made, and its training loss over
 the clean and adversarial outputs of all exits. The shared trainer (``neokd_bench.trainer``) owns
@@ -48,7 +48,7 @@ class DefenseConfig:
         ``average`` (Eq. 3, Appendix C) or ``exit:K`` (0-based single exit, Eq. 1).
     eps, step_size: L-inf radius and PGD step; ``None`` resolves per dataset in ``setup``.
     steps: PGD steps (PGD-7 for training, paper Sec. 4.1).
-    attack_mode: model mode while the attack runs (DESIGN.md: eval); the attack restores the mode.
+    attack_mode: model mode while the attack runs (docs/design.md: eval); the attack restores the mode.
     attack_amp: autocast dtype for the attack's forward passes (``None``, ``bfloat16``, ``float16``).
     attack_fold_bn: when the attack runs in eval mode, run it on a copy of the model with BatchNorm folded
         into the preceding convolutions (``fold_bn`` of :mod:`neokd_bench.attacks.base`): the same function
@@ -284,7 +284,7 @@ class Defense:
         (
             "Training adversarial examples: neokd_bench PGD with a uniform random start in the eps-ball, "
             "sign-gradient steps, projection and [0,1] clamping; made in the mode given by attack_mode "
-            "(DESIGN.md: eval) and the model's mode is restored afterwards. The random start is seeded from "
+            "(docs/design.md: eval) and the model's mode is restored afterwards. The random start is seeded from "
             "torch's global RNG, which the trainer seeds per epoch (reproducible, exact on resume); with "
             "keyed_starts it is also keyed by the sample's index in the training set."
         ),

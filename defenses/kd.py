@@ -81,7 +81,7 @@ _warned_k0: set[tuple[int, int]] = set()
 def orthogonal_supports(y: Tensor, perm: Tensor, num_exits: int) -> Tensor:
     """Boolean masks ``(L, B, C)``: the classes exit i keeps for each sample, ``{y} U S_i``.
 
-    DESIGN.md, EOKD: remove y from the permutation; exit i takes positions ``[i*k, (i+1)*k)`` of what
+    docs/design.md, EOKD: remove y from the permutation; exit i takes positions ``[i*k, (i+1)*k)`` of what
     remains, with ``k = floor((C-1)/L)``; leftover classes go to no exit. If ``k == 0`` every exit keeps only
     ``{y}`` (one-hot soft labels) and an :class:`EOKDWarning` is issued once per (C, L).
     """

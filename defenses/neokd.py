@@ -1,7 +1,7 @@
 """``neokd``: Neighbor Exit-wise Orthogonal Knowledge Distillation (Ham et al., NeurIPS 2023), and its ablations.
 
 Source: paper Sec. 3.2, Eq. 5-7; defaults from App. A.2; decisions on what the paper leaves open from
-DESIGN.md ("NEO-KD loss", "NKD", "EOKD"). Eq. 7, averaged over the batch and summed over exits:
+docs/design.md ("NEO-KD loss", "NKD", "EOKD"). Eq. 7, averaged over the batch and summed over exits:
 
     CE(f_i(x), y) + CE(f_i(x_adv), y) + gamma_i * (alpha * NKD_i + beta * EOKD_i)
 
@@ -39,7 +39,7 @@ from .kd import (
     soft_cross_entropy,
 )
 
-_SOURCE = "Ham et al., NEO-KD, NeurIPS 2023, Sec. 3.2 Eq. 5-7, App. A.2; DESIGN.md (NKD, EOKD)"
+_SOURCE = "Ham et al., NEO-KD, NeurIPS 2023, Sec. 3.2 Eq. 5-7, App. A.2; docs/design.md (NKD, EOKD)"
 
 
 @dataclass(frozen=True)

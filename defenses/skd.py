@@ -14,7 +14,7 @@ where ``p_{i,T} = softmax(f_i / T)``, ``q_T`` is the teacher's tempered distribu
 student exits.
 
 Assumptions (the paper gives neither T nor the weight):
-* T = 2.5 and weight = 0.35 (DESIGN.md: the values of a co-author's multi-exit self-distillation code).
+* T = 2.5 and weight = 0.35 (docs/design.md: the values of a co-author's multi-exit self-distillation code).
 * KD form: Hinton's ``T^2 * KL(teacher_T || student_T)``, KL summed over classes and averaged over the batch;
   the teacher is detached; T is fixed (Phuong & Lampert anneal T; we do not).
 * The KD term is added on top of Eq. 4 with the CE terms kept at weight 1 (not a (1-w)/w convex mix).
@@ -51,7 +51,7 @@ def tempered_teacher(logits: list[Tensor], teacher: int | str, temperature: floa
 
 @dataclass(frozen=True)
 class SKDConfig(DefenseConfig):
-    """temperature, weight: KD temperature and weight (DESIGN.md: 2.5, 0.35). teacher: ``last``, a 0-based exit
+    """temperature, weight: KD temperature and weight (docs/design.md: 2.5, 0.35). teacher: ``last``, a 0-based exit
     or ``ensemble`` (Table A4)."""
 
     temperature: float = 2.5
@@ -68,7 +68,7 @@ class SKD(TeacherKDDefense):
     Config = SKDConfig
     source = _SOURCE
     assumptions = (
-        "SKD temperature T=2.5 and weight 0.35 are not in the paper (DESIGN.md: a co-author's multi-exit code).",
+        "SKD temperature T=2.5 and weight 0.35 are not in the paper (docs/design.md: a co-author's multi-exit code).",
         (
             "KD term = weight * T^2 * KL(teacher_T || student_T), KL summed over classes and batch-averaged; "
             "teacher detached; T fixed (no annealing)."

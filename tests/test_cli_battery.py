@@ -1,4 +1,4 @@
-"""A battery of bad inputs across every sub-command (issue 9, acceptance).
+"""A battery of bad inputs across every sub-command.
 
 Every case calls the CLI in-process (``neokd_bench.cli.main``) from an empty working folder and must end
 either in exactly one line on stderr starting with ``error:`` and exit code 2, or in one of the documented

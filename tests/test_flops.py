@@ -1,4 +1,4 @@
-"""fvcore FLOPs per exit (DESIGN.md, "Budgeted prediction": cumulative cost, earlier heads included)."""
+"""fvcore FLOPs per exit (docs/design.md, "Budgeted prediction": cumulative cost, earlier heads included)."""
 
 from __future__ import annotations
 

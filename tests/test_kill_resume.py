@@ -1,4 +1,4 @@
-"""Kill and resume (issue 9, acceptance): SIGKILLs at random moments and during checkpoint writes; every
+"""Kill and resume: SIGKILLs at random moments and during checkpoint writes; every
 resumed run ends with the uninterrupted run's weights and leaves no temporary file. The full figure (20
 kills) comes from ``scripts/kill_resume.py``; this runs the same function with 4 kills (about 2 minutes)."""
 

@@ -1,4 +1,4 @@
-"""Precision that fits the hardware (issue 11): ``--amp auto`` picks bf16 only where the device computes it
+"""Precision that fits the hardware: ``--amp auto`` picks bf16 only where the device computes it
 natively, an explicit bf16 on a CPU without it warns, the CPU presets stay fp32 with the training config they
 always had (``run --resume`` compares it), and bf16 autocast agrees with fp32 on a fixed batch."""
 

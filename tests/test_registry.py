@@ -183,7 +183,7 @@ def _env(**kw: str) -> dict[str, str]:
     return env
 
 
-# -- name.tag: a tag is a declared preset, never dropped (issue 9, item 8) ---------------------------
+# -- name.tag: a tag is a declared preset, never dropped ---------------------------
 def _one_line(exc_info) -> str:
     msg = str(exc_info.value)
     assert "\n" not in msg

@@ -21,6 +21,6 @@ def test_clean_smallcnn_two_epochs_reaches_70_percent_at_every_exit(fmnist, tmp_
         outs = model.eval()(x)
     accs = [(o.argmax(1) == y).float().mean().item() for o in outs]
     print(f"clean SmallCNN, 2 epochs, bundled F-MNIST ({len(y)} test images): per-exit accuracy {accs}")
-    # 2 epochs at lr 0.05 is noisy: float rounding alone (channels_last, issue 11) moved the last exit from 75.7%
+    # 2 epochs at lr 0.05 is noisy: float rounding alone (channels_last) moved the last exit from 75.7%
     # to 74.7% and the first from 78.7% to 79.8%, so the bar sits 5 points below that, at every exit
     assert min(accs) >= 0.70, accs

@@ -119,7 +119,7 @@ def test_two_gloo_processes_train_and_write_one_result(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------
-# resume: refusals, a truncated checkpoint, a kill during the first checkpoint write (issue 9, 17/18/22)
+# resume: refusals, a truncated checkpoint, a kill during the first checkpoint write
 # ------------------------------------------------------------------------------------------------
 SMALL = ["run", "--dataset", "fashion-mnist", "--train-limit", "64", "--batch-size", "32", "--quiet",
          "--no-eval", "--device", "cpu", "--epochs", "1"]

@@ -1,5 +1,5 @@
 """Evaluation of a trained multi-exit model: anytime accuracy, budgeted accuracy against FLOPs, and
-exit-to-exit adversarial transferability (paper Sec. 4, Results 1-3; App. A.2-A.3; DESIGN.md).
+exit-to-exit adversarial transferability (paper Sec. 4, Results 1-3; App. A.2-A.3; docs/design.md).
 
 One job per module:
 
@@ -9,7 +9,7 @@ One job per module:
 * :mod:`.describe` - the ``model`` section of a result;
 * :mod:`.table` - the per-exit accuracy table;
 * :mod:`.anytime`, :mod:`.budgeted`, :mod:`.transfer` - the metrics themselves, and, only when asked,
-  :mod:`.efficiency`, :mod:`.calibration`, :mod:`.latency` (issue 13);
+  :mod:`.efficiency`, :mod:`.calibration`, :mod:`.latency`;
 * :mod:`.policies` - the exit policies of budgeted prediction (registry ``neokd_bench.policies``).
 
 The names below are imported lazily, so that reading result files (``budgeted``, ``table``) never loads

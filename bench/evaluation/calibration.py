@@ -1,4 +1,4 @@
-"""Calibration per exit (issue 13, item 5): expected calibration error, clean and adversarial, with the
+"""Calibration per exit: expected calibration error, clean and adversarial, with the
 reliability diagram's bins, as Zero-Time-Waste (Wołczyk et al., NeurIPS 2021) reports it.
 
 Each exit is scored on its own softmax: confidence = its maximum, correct = its top-1 is the label. The

@@ -1,4 +1,4 @@
-"""Efficiency robustness (issue 13, items 2-3): what an attacker does to the *cost* of budgeted prediction,
+"""Efficiency robustness: what an attacker does to the *cost* of budgeted prediction,
 and how an attacker who knows the exit policy does against its accuracy.
 
 At one budget of the budgeted evaluation (an allocation of the App. A.3 family; thresholds from the clean

@@ -1,4 +1,4 @@
-"""Wall-clock latency per exit (issue 13, item 6), beside the FLOPs.
+"""Wall-clock latency per exit, beside the FLOPs.
 
 For each exit ``k`` and batch size, the time of ``model(x, upto=k)`` (every block up to exit ``k`` and the
 heads of exits ``0..k``: what a sample leaving at ``k`` costs, as the FLOPs count it) on random inputs of

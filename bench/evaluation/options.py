@@ -9,7 +9,7 @@ from typing import Any
 from ..errors import UsageError, check
 
 DEFAULT_METRICS = ("anytime", "budgeted", "transfer")
-METRICS = DEFAULT_METRICS + ("efficiency", "calibration", "latency")  # the last three only when asked (issue 13)
+METRICS = DEFAULT_METRICS + ("efficiency", "calibration", "latency")  # the last three only when asked
 THRESHOLDS_ON = ("clean", "adversarial")
 
 

@@ -1,5 +1,5 @@
 """Evaluation of a trained multi-exit model: anytime accuracy, budgeted accuracy against FLOPs, and
-exit-to-exit adversarial transferability (paper Sec. 4, Results 1-3; App. A.2-A.3; DESIGN.md).
+exit-to-exit adversarial transferability (paper Sec. 4, Results 1-3; App. A.2-A.3; docs/design.md).
 
 :func:`evaluate` returns the ``evaluation`` section of a result file (plain JSON types). The pipeline:
 
@@ -13,7 +13,7 @@ exit-to-exit adversarial transferability (paper Sec. 4, Results 1-3; App. A.2-A.
    by the exit policy ``protocol.policy``, :mod:`.policies`), and the transferability matrix (PGD single-exit
    attacks on the samples every exit gets right);
 5. only when asked: efficiency (:mod:`.efficiency`), calibration (:mod:`.calibration`) and latency
-   (:mod:`.latency`), issue 13.
+   (:mod:`.latency`).
 
 Attacks and their defaults: :mod:`neokd_bench.evaluation.attacks`.
 
@@ -201,7 +201,7 @@ def evaluate(model: torch.nn.Module, bundle: Any, *, dataset_key: str, protocol:
             t = time.perf_counter()
             ev["masking"] = protocol_masking(model, x_test, y_test, ev, device=device)
             wall["masking_s"] = time.perf_counter() - t
-        # efficiency, calibration, latency (issue 13) ----------------------------------------------
+        # efficiency, calibration, latency ----------------------------------------------
         if "efficiency" in metrics:
             from .efficiency import run_efficiency
 

@@ -1,4 +1,4 @@
-"""Exit policies: where a deployed multi-exit network lets a sample leave (issue 13, item 4).
+"""Exit policies: where a deployed multi-exit network lets a sample leave.
 
 A policy turns the outputs of every exit into a per-exit *score* (higher means readier to leave); a
 sample leaves at the first exit whose score is ``>=`` that exit's threshold, and the last exit takes

@@ -1,4 +1,4 @@
-"""The multi-exit model contract (see DESIGN.md, "Contracts").
+"""The multi-exit model contract (see docs/design.md, "Contracts").
 
 * ``forward(x)`` returns a list of logits tensors, one per exit, shallowest first.
 * ``forward(x, upto=k)`` computes only exits ``0..k`` (0-based) and returns ``k + 1`` tensors; no block

@@ -1,6 +1,6 @@
 """SmallCNN with 3 exits, the MNIST network of Triple-Wins (Hu et al., ICLR 2020), as used by NEO-KD.
 
-Architecture (DESIGN.md, "Models"); 1x28x28 input:
+Architecture (docs/design.md, "Models"); 1x28x28 input:
 
 * trunk: conv(1->32,3) ReLU | exit 1 | conv(32->32,3) ReLU maxpool conv(32->64,3) ReLU | exit 2 |
   conv(64->64,3) ReLU maxpool | fc 1024->200 ReLU dropout(0.5) fc 200->200 ReLU fc 200->10 (exit 3);

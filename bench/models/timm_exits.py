@@ -1,6 +1,6 @@
 """Any timm CNN as a multi-exit network: an exit head on each feature stage of ``features_only``.
 
-Goes beyond the NEO-KD paper (DESIGN.md, "Models"). The backbone is
+Goes beyond the NEO-KD paper (docs/design.md, "Models"). The backbone is
 ``timm.create_model(backbone, features_only=True, pretrained=False, out_indices=exit_stages)``; timm wraps
 the network's top-level children in a ``FeatureListNet`` (a ``FeatureDictNet``: an ordered module dict
 whose ``return_layers`` names the modules whose outputs are the feature stages). This module walks

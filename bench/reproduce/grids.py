@@ -118,7 +118,7 @@ GRIDS: dict[str, Grid] = {g.name: g for g in (
     Grid("a4", "Table A4: teacher exit of SKD and ARD, average attack on CIFAR-10", "cifar10",
          ("skd-exit0", "skd-exit1", "skd-exit2", "skd-ensemble", "ard-exit0", "ard-exit1", "ard-exit2",
           "ard-ensemble", "neokd"), (AVERAGE,), reported=(("A4", "a"),)),
-    # The reproduction this project's 2-core CPU can run (issue 12): the `cpu` preset on the bundled
+    # The reproduction this project's 2-core CPU can run: the `cpu` preset on the bundled
     # Fashion-MNIST. adv and NEO-KD with 5 seeds, the NKD / EOKD ablation with 3; the adv/neokd pair of a
     # seed first, then nkd/eokd of the same seed, so that results are useful early. Reported numbers are
     # those of CIFAR-10 (Tables 2a and 6): the layout, not the values, is comparable.

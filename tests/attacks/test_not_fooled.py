@@ -1,4 +1,4 @@
-"""One rule for samples an attack does not fool at every exit (DESIGN.md; attacks/base.py, ``not_fooled``):
+"""One rule for samples an attack does not fool at every exit (docs/design.md; attacks/base.py, ``not_fooled``):
 by default the attack's best iterate, never the clean x; ``not_fooled="clean"`` is the paper's App. H rule."""
 
 from __future__ import annotations

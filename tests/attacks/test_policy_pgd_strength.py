@@ -1,4 +1,4 @@
-"""Issue 13: on a trained model, the attack that knows the exit policy's thresholds (``policy-pgd``) is at
+"""On a trained model, the attack that knows the exit policy's thresholds (``policy-pgd``) is at
 least as strong as max-average under the policy, at every budget of a (coarse) curve. The model is the
 committed gate checkpoint (SmallCNN, ``adv``, smoke preset: real weights, nothing trained here)."""
 

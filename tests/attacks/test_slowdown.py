@@ -1,4 +1,4 @@
-"""The slowdown attack (issue 13, item 1): in the ball, and on a model with known confidences it moves
+"""The slowdown attack: in the ball, and on a model with known confidences it moves
 samples to later exits; policy-pgd's surrogate agrees with the hard cascade it relaxes."""
 
 from __future__ import annotations

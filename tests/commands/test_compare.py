@@ -1,4 +1,4 @@
-"""`neokd-bench compare` reads result files only: it never loads torch (issue 9, item 14)."""
+"""`neokd-bench compare` reads result files only: it never loads torch."""
 
 from __future__ import annotations
 

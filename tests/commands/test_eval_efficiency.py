@@ -1,4 +1,4 @@
-"""`neokd-bench eval --metrics efficiency,calibration` end to end (issue 13): the result is schema
+"""`neokd-bench eval --metrics efficiency,calibration` end to end: the result is schema
 version 2 with the efficiency field in the shape the leaderboard reads, and bad input is one line."""
 
 from __future__ import annotations

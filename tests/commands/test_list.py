@@ -1,4 +1,4 @@
-"""`neokd-bench list`: the exit policies are listed with the other registries (issue 13)."""
+"""`neokd-bench list`: the exit policies are listed with the other registries."""
 
 from __future__ import annotations
 

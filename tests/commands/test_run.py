@@ -34,7 +34,7 @@ def test_run_writes_one_valid_result(defense, tmp_path, capsys):
 
 
 def test_a_defense_name_cannot_put_the_run_folder_outside_the_working_folder(tmp_path, monkeypatch, capsys):
-    """`--defense 'adv./../../../escaped'` (issue 9, item 16): the default run folder is built from the
+    """`--defense 'adv./../../../escaped'`: the default run folder is built from the
     resolved name only, so it stays under ./runs/ (or the name is refused in one line)."""
     work = tmp_path / "a" / "b" / "c" / "work"
     work.mkdir(parents=True)

@@ -302,7 +302,7 @@ def test_imagenet_happy_path(tmp_path) -> None:
 
 
 # ------------------------------------------------------------------------------------------------
-# hostile and broken folders (issue 9, items 15, 18, 21)
+# hostile and broken folders
 # ------------------------------------------------------------------------------------------------
 def _write_protocol2_batch(path: Path, n: int, seed: int) -> dict:
     """A batch as the official CIFAR-10 files are: pickle protocol 2 of a dict of byte-string keys holding a

@@ -1,4 +1,4 @@
-"""Calibration per exit (issue 13, item 5): ECE against a hand computation on fixed numbers."""
+"""Calibration per exit: ECE against a hand computation on fixed numbers."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Latency per exit (issue 13, item 6): median of timed calls after warm-up, on a named device."""
+"""Latency per exit: median of timed calls after warm-up, on a named device."""
 
 from __future__ import annotations
 

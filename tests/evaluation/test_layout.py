@@ -1,5 +1,5 @@
 """The evaluation package: one job per module, the public API kept, one progress helper shared with the
-trainer, and `run` describing its model through the evaluation's describe_model (issue 9, item 13)."""
+trainer, and `run` describing its model through the evaluation's describe_model."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Exit policies (issue 13, item 4): a hand-built table of the exits each policy takes, thresholds from
+"""Exit policies: a hand-built table of the exits each policy takes, thresholds from
 validation data only, and the policy registry."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Efficiency robustness on the board (issue 13): a result without an efficiency section shows the one of
+"""Efficiency robustness on the board: a result without an efficiency section shows the one of
 a separate efficiency eval of the same weights (same checkpoint sha256), with its protocol named; anything
 else shows "not measured", never zero; strings from those files are escaped."""
 

@@ -1,4 +1,4 @@
-"""Contract tests for every registered multi-exit model (DESIGN.md, "Multi-exit model")."""
+"""Contract tests for every registered multi-exit model (docs/design.md, "Multi-exit model")."""
 
 from __future__ import annotations
 

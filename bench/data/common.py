@@ -1,7 +1,7 @@
 """Helpers shared by the dataset builders: where a dataset is looked for, reading IDX files, holding a
 validation split out of the training set, and the one-line errors a user sees when a folder is wrong.
 
-Resolution order (DATA.md, "Resolving a dataset"):
+Resolution order (docs/data.md):
 
 1. the folder the user names: ``root=...`` (the CLI's ``--data-root``) or the environment variable
    ``NEOKD_DATA_ROOT``;

@@ -1,7 +1,7 @@
 """Fashion-MNIST (Xiao, Rasul & Vollgraf, 2017; MIT licence, Zalando): 28x28 grey images, 10 classes.
 
 Not a dataset of the NEO-KD paper: it is this project's quick-start and CI dataset (threat model in
-docs/design.md: eps 0.1, step 0.025). Resolution order (DATA.md):
+docs/design.md: eps 0.1, step 0.025). Resolution order (docs/data.md):
 
 1. ``root`` / ``$NEOKD_DATA_ROOT``: ``<root>/FashionMNIST/raw/*-ubyte`` (torchvision's raw layout, ``.gz``
    accepted), or ``<root>/fashion-mnist/`` or ``<root>`` itself holding the four IDX files;

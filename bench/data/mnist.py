@@ -1,6 +1,6 @@
 """MNIST (LeCun et al., 1998): 28x28 grey digits, 10 classes; the NEO-KD paper's SmallCNN dataset.
 
-Read from a folder only (no system copy or bundled subset exists on these machines; DATA.md):
+Read from a folder only (no system copy or bundled subset exists on these machines; docs/data.md):
 ``<root>/MNIST/raw/{train-images-idx3-ubyte,train-labels-idx1-ubyte,t10k-images-idx3-ubyte,
 t10k-labels-idx1-ubyte}`` (torchvision's raw layout; ``.gz`` accepted), or ``<root>/mnist/`` or ``<root>``
 itself holding the four files. ``root`` defaults to ``$NEOKD_DATA_ROOT``.

@@ -111,7 +111,8 @@ def _cases() -> list[tuple[str, str, list[str], str]]:
     base = ["run", "--defense", "adv", "--quiet", "--no-eval"]
     for ds, expect in [("cifar10", "cifar-10-batches-py"), ("cifar100", "cifar-100-python"),
                        ("tiny-imagenet", "tiny-imagenet-200"), ("imagenet", "{train,val}"), ("mnist", "MNIST/raw")]:
-        add("data", base + ["--dataset", ds, "--data-root", "{tmp}/nothing"] if ds != "mnist" else
+        init = ["--init", "{ckpt}"] if ds == "imagenet" else []  # its paper preset fine-tunes: data errors come first
+        add("data", base + init + ["--dataset", ds, "--data-root", "{tmp}/nothing"] if ds != "mnist" else
             base + ["--dataset", ds, "--preset", "x", "--data-root", "{tmp}/nothing"],
             expect if ds != "mnist" else "no preset")
     for argv, expect in [
@@ -122,10 +123,12 @@ def _cases() -> list[tuple[str, str, list[str], str]]:
         (base + ["--dataset", "fashion-mnist", "--preset", "smoke", "--data-source", "auto",
                  "--data-root", "{fmnist_badgz}"], "malformed IDX file"),
         (base + ["--dataset", "fashion-mnist", "--preset", "smoke", "--val-size", "5000"], "--val-size 1..2000"),
-        (base + ["--dataset", "imagenet", "--data-root", "{imagenet_small}"], "pass --val-size 1..3"),
-        (base + ["--dataset", "imagenet", "--data-root", "{imagenet_nonimage}", "--val-size", "1"],
+        (base + ["--init", "{ckpt}", "--dataset", "imagenet", "--data-root", "{imagenet_small}"],
+         "pass --val-size 1..3"),
+        (base + ["--init", "{ckpt}", "--dataset", "imagenet", "--data-root", "{imagenet_nonimage}", "--val-size", "1"],
          "is not a readable image"),
         (base + ["--dataset", "tiny-imagenet", "--data-root", "{file}"], "tiny-imagenet"),
+        (base + ["--init", "{tmp}/none.pth", "--dataset", "imagenet"], "--init"),
     ]:
         add("data", argv, expect)
 

@@ -156,6 +156,9 @@ def run(args: argparse.Namespace) -> int:
     needs = presets.NEEDS_INIT.get((args.dataset, args.preset))
     check(not needs or bool(getattr(args, "init", None)) or args.resume,
           f"--preset {args.preset} on {args.dataset} fine-tunes pretrained weights: {needs}")
+    init_path = getattr(args, "init", None)
+    check(not init_path or Path(init_path).is_file(),
+          f"--init {init_path}: no such file; pass the pretrained checkpoint's path")
     val_index = getattr(args, "val_index", None)
     check(not val_index or args.dataset == "imagenet",
           f"--val-index is MSDNet-PyTorch's ImageNet index file; drop it for {args.dataset}")

@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     runs = plan(grid, runs_dir, tuple(args.run_arg))
     _check_run_argv(runs[0].argv(False)[1:])  # the grid's options and --run-arg, as `run` reads them
     if args.dry_run:
-        return _dry_run(grid, runs, args.device)
+        return _dry_run(grid, runs, args.device, args.jobs)
     if args.report_only:
         _publish(args, grid, runs, runs_dir)
         return 0
@@ -229,11 +229,12 @@ def _slurm(args: argparse.Namespace, grid, runs, runs_dir: Path) -> int:
     return 0
 
 
-def _dry_run(grid, runs, device: str) -> int:
+def _dry_run(grid, runs, device: str, jobs: int = 1) -> int:
     from ..reproduce.cost import measure
-    from ..reproduce.executors import is_done
+    from ..reproduce.executors import cores, is_done
 
-    cost = measure(grid, device)
+    threads = max(1, cores() // jobs)  # what each run of `--jobs N` gets (the executor's rule)
+    cost = measure(grid, device, threads=None if device.startswith("cuda") else threads)
     print(f"{grid.title}")
     print(f"dataset {grid.dataset}, preset {grid.preset}, model {cost.model}, {len(runs)} runs")
     for r in runs:
@@ -252,7 +253,9 @@ def _dry_run(grid, runs, device: str) -> int:
           f"training steps of batch {cost.train_batch}) -> {cost.train_s / 3600:.2f} h; evaluation from one batch of "
           f"{cost.eval_batch} test images -> {cost.eval_s / 3600:.2f} h")
     idle = cost.train_s_idle + cost.eval_s_idle
+    waves = -(-len(todo) // jobs)  # runs side by side, jobs at a time
+    side = "one at a time" if jobs == 1 else f"{jobs} side by side, {threads} torch thread(s) each"
     print(f"estimate: {per_run / 3600:.2f} h per run at this moment's load ({idle / 3600:.2f} h on an idle machine: "
-          f"CPU time over torch threads), {len(todo) * per_run / 3600:.1f} h ({len(todo) * idle / 3600:.1f} h idle) "
-          f"for the {len(todo)} runs not done, on this device one at a time")
+          f"CPU time over torch threads), {waves * per_run / 3600:.1f} h ({waves * idle / 3600:.1f} h idle) "
+          f"for the {len(todo)} runs not done, on this device {side}")
     return 0

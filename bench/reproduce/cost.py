@@ -11,8 +11,11 @@ preset and one real evaluation batch, on the device given.
   one attack seed) on one batch of random test images (after an untimed two-image warm-up); seconds per image
   per attack and for the clean pass, times test images and attack seeds, give the anytime evaluation. The
   transferability matrix (single-exit PGD at every exit, as the max-average attack's steps are) is counted at
-  the max-average attack's time per image; Table 8's extra ``eval`` attacks in whole forward passes at the
-  average attack's time per pass (AutoAttack at about :data:`AUTOATTACK_PASSES` passes per image, a rough figure).
+  the max-average attack's time per image. What is not timed on the batch is counted in whole forward passes
+  (:func:`eval_parts`) at the average attack's time per pass: Table 8's extra ``eval`` attacks (AutoAttack at about
+  :data:`AUTOATTACK_PASSES` passes per image, a rough figure), the reference protocol's per-exit APGD-DLR and
+  Square (Square at its full query budget for every image: an upper bound, since a fooled image stops) and
+  ``policy-pgd`` at the protocol's budgets.
   On a CPU the batch is cut to at most :data:`MAX_EVAL_FLOPS` of attack work.
 
 Two estimates are printed: at the machine's load of the moment (wall clock: a run started now, at this load,
@@ -58,33 +61,44 @@ class Cost:
         return self.train_s + self.eval_s
 
 
-def passes(grid: Grid, preset, single_exits: float) -> tuple[float, float]:
-    """(training, evaluation) whole-network forward passes summed over a run of ``grid`` under ``preset``;
-    ``single_exits`` is the cost of one single-exit attack step on every exit, in whole passes."""
-    n_train, n_test = SIZES[grid.dataset]
-    n_train = min(n_train, preset.train_limit or n_train)
+def eval_parts(grid: Grid, preset, single_exits: float) -> dict[str, float]:
+    """Whole-network forward passes of one run's evaluation under ``preset``, per part of the protocol:
+    ``anytime`` (the PGD attacks, every attack seed, and the clean pass), ``transfer``, ``eval_attacks`` (Table 8's
+    extra attacks), ``per_exit`` (the reference protocol's attacks of other kinds on each exit alone, on the first
+    images: APGD a forward and a backward per step, Square one forward per query, an upper bound since fooled
+    samples leave) and ``policy_pgd`` (one PGD on the whole network per budget of the curve). ``single_exits`` is
+    the cost of one step on every exit alone, in whole passes."""
+    _, n_test = SIZES[grid.dataset]
     ev = preset.eval
     n_test = min(n_test, ev.test_limit or n_test)
-    a_train = single_exits if grid.train_attack == "max-average" else 1
-    train = preset.epochs * n_train * 3 * (preset.train_steps * a_train + 2)
+    seeds = len(ev.attack_seeds)
     per_attack = sum(single_exits if o == "max-average" else 1 for o in ev.attacks)
-    evaluate = n_test * len(ev.attack_seeds) * (3 * ev.steps * per_attack + 1)
+    parts = {"anytime": n_test * seeds * (3 * ev.steps * per_attack + 1), "transfer": 0.0, "eval_attacks": 0.0,
+             "per_exit": 0.0, "policy_pgd": 0.0}
     if "transfer" in ev.metrics:
-        evaluate += min(n_test, ev.transfer_limit or n_test) * single_exits * ev.steps * 3
+        parts["transfer"] = min(n_test, ev.transfer_limit or n_test) * single_exits * ev.steps * 3
     for attack in grid.eval_attacks:  # Table 8's `eval` (one attack seed each)
         name = attack.split(":")[0]
         steps = 100 if name == "pgd" else 50
-        evaluate += n_test * (AUTOATTACK_PASSES if name == "autoattack" else 3 * steps)
-    # the reference protocol's per-exit attacks on the first images (Square: one forward per query, an upper
-    # bound: fooled samples leave) and the policy-pgd curve (one average-objective PGD per budget)
+        parts["eval_attacks"] += n_test * (AUTOATTACK_PASSES if name == "autoattack" else 3 * steps)
     n_lim = min(n_test, getattr(ev, "per_exit_limit", None) or n_test)
     for name in getattr(ev, "per_exit_attacks", ()):
         per = ev.square_queries if name == "square" else 3 * ev.apgd_steps
-        evaluate += n_lim * len(ev.attack_seeds) * per * single_exits
+        parts["per_exit"] += n_lim * seeds * per * single_exits
     if getattr(ev, "budgeted_policy_pgd", False) and "budgeted" in ev.metrics:
         n_budgets = 100 if ev.policy_budgets == "all" else int(ev.policy_budgets)
-        evaluate += n_test * len(ev.attack_seeds) * n_budgets * 3 * ev.steps
-    return float(train), float(evaluate)
+        parts["policy_pgd"] = n_test * seeds * n_budgets * 3 * ev.steps
+    return {k: float(v) for k, v in parts.items()}
+
+
+def passes(grid: Grid, preset, single_exits: float) -> tuple[float, float]:
+    """(training, evaluation) whole-network forward passes summed over a run of ``grid`` under ``preset``;
+    ``single_exits`` is the cost of one single-exit attack step on every exit, in whole passes."""
+    n_train, _ = SIZES[grid.dataset]
+    n_train = min(n_train, preset.train_limit or n_train)
+    a_train = single_exits if grid.train_attack == "max-average" else 1
+    train = preset.epochs * n_train * 3 * (preset.train_steps * a_train + 2)
+    return float(train), sum(eval_parts(grid, preset, single_exits).values())
 
 
 def _sizes(grid: Grid, preset) -> tuple[int, int, int]:
@@ -148,7 +162,10 @@ def time_evaluation(grid: Grid, preset, model, device: str, batch: int) -> tuple
     from ..evaluation import evaluate
 
     n_cls = NUM_CLASSES[grid.dataset]
-    proto = dataclasses.replace(preset.eval, attack_seeds=preset.eval.attack_seeds[:1], metrics=("anytime",))
+    # the PGD attacks only: the per-exit attacks of other kinds and policy-pgd are counted in passes (on an
+    # untrained model and random images Square stops at once, which would time nothing)
+    proto = dataclasses.replace(preset.eval, attack_seeds=preset.eval.attack_seeds[:1], metrics=("anytime",),
+                                per_exit_attacks=(), masking=False)
     evaluate(model, _random_bundle(model, n_cls, 2, seed=1), dataset_key=grid.dataset,
              protocol=dataclasses.replace(proto, test_limit=2), device=device, metrics=("anytime",), progress=False)
     cpu, wall = time.process_time(), time.perf_counter()
@@ -163,9 +180,22 @@ def time_evaluation(grid: Grid, preset, model, device: str, batch: int) -> tuple
     return per, idle
 
 
-def measure(grid: Grid, device: str = "cpu") -> Cost:
+def measure(grid: Grid, device: str = "cpu", threads: int | None = None) -> Cost:
     """fvcore FLOPs of the preset's model, and the seconds of one run from real training steps and one real
-    evaluation batch timed now on ``device``."""
+    evaluation batch timed now on ``device``; on a CPU with ``threads`` torch threads (a run of ``--jobs N`` gets
+    cores // N), restored afterwards."""
+    import torch
+
+    before = torch.get_num_threads()
+    if threads and not device.startswith("cuda"):
+        torch.set_num_threads(threads)
+    try:
+        return _measure(grid, device)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _measure(grid: Grid, device: str) -> Cost:
     import neokd_bench as nb
 
     from ..flops import exit_path_flops, full_forward_flops
@@ -194,11 +224,10 @@ def measure(grid: Grid, device: str = "cpu") -> Cost:
     eval_s = n_test * (per["clean"] + seeds * sum(v for k, v in per.items() if k != "clean"))
     if "transfer" in ev.metrics:
         eval_s += n_transfer * per.get("pgd:max-average", max(per.values()))
-    if grid.eval_attacks:
-        per_pass = per.get("pgd:average", max(per.values())) / (3 * ev.steps)
-        for attack in grid.eval_attacks:  # Table 8's `eval` (one attack seed each)
-            name = attack.split(":")[0]
-            steps = 100 if name == "pgd" else 50
-            eval_s += n_test * per_pass * (AUTOATTACK_PASSES if name == "autoattack" else 3 * steps)
+    # the parts not timed on the batch (Table 8's extra attacks, the per-exit attacks of other kinds, policy-pgd)
+    # in whole passes at the timed average attack's seconds per pass
+    parts = eval_parts(grid, preset, single_exits)
+    per_pass = per.get("pgd:average", max(per.values())) / (3 * ev.steps)
+    eval_s += per_pass * (parts["eval_attacks"] + parts["per_exit"] + parts["policy_pgd"])
     return Cost(preset.model, flops, train_passes, eval_passes, train_s, eval_s, imgs_per_s,
                 preset.epochs * n_train / idle_per_s, eval_s * eval_idle, device, train_batch, eval_batch, defense)

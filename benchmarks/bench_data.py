@@ -17,6 +17,9 @@ sizes, MNIST idx files), then, in a fresh child process per dataset (so that its
 * ``w=N img/s`` - the training split through ``torch.utils.data.DataLoader`` exactly as the trainer builds it
   (batch ``--batch``, shuffled, the preset's augmentation), ``N`` worker processes: images per second over
   ``--batches`` batches after the first (worker start-up excluded);
+* ``PIL img/CPU-s``, ``ratio`` - for the datasets read lazily from image files (ImageNet): the same files and
+  batches through the PIL loader this project used before torchvision's decoders (:class:`PilReference`, kept
+  here), timed right after the current loader's ``img/CPU-s`` (which is then re-timed beside it), and the ratio;
 * ``img/CPU-s`` - with no worker, images per CPU-second of the process (``time.process_time``): what one idle
   core delivers, a figure that does not move with the machine's load as the wall-clock ones do; ``workers/H200``
   is ``ceil(2,151 / img/CPU-s)``, the workers (one core each) that keep up with the H200's NEO-KD CIFAR-10 rate;
@@ -89,8 +92,49 @@ def one(name: str, root: str, workers: list[int], batch: int, batches: int, val_
         if w == 0:  # images per CPU-second of the one process doing all the work: what one idle core delivers
             out["img_cpu_s"] = n / max(time.process_time() - c, 1e-9)
         del it, loader
+    if hasattr(bundle.train, "paths"):  # read lazily from image files: the PIL reference, same files and batches
+        out["pil_img_cpu_s"] = cpu_rate(PilReference(bundle.train.paths), batch, batches)
+        out["img_cpu_s"] = cpu_rate(bundle.train, batch, batches)  # again, right beside it (load drift)
     out["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return out
+
+
+class PilReference:
+    """The loader before torchvision's decoders (kept here as the reference): PIL open and convert,
+    RandomResizedCrop(224) and flip on the PIL image, then uint8 to float."""
+
+    def __init__(self, paths):
+        from torchvision import transforms
+
+        self.paths = list(paths)
+        self.tf = transforms.Compose([transforms.RandomResizedCrop(224), transforms.RandomHorizontalFlip()])
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, i):
+        import numpy as np
+        import torch
+        from PIL import Image
+
+        with Image.open(self.paths[i]) as im:
+            im = self.tf(im.convert("RGB"))
+        return torch.from_numpy(np.asarray(im, dtype=np.uint8).copy()).permute(2, 0, 1).float().div_(255.0), 0
+
+
+def cpu_rate(dataset, batch: int, batches: int) -> float:
+    """Images per CPU-second of ``batches`` batches of ``dataset`` through a worker-less DataLoader."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    loader = DataLoader(dataset, batch_size=batch, shuffle=True, generator=torch.Generator().manual_seed(1))
+    n, c = 0, time.process_time()
+    while n < batch * batches:
+        for x, _ in loader:
+            n += len(x)
+            if n >= batch * batches:
+                break
+    return n / max(time.process_time() - c, 1e-9)
 
 
 def train_step(name: str) -> float:
@@ -127,7 +171,8 @@ def main() -> None:
     print(f"machine: {cpu}, {os.cpu_count()} logical cores, load average {os.getloadavg()[0]:.1f}; "
           f"batch {args.batch}, {args.batches} timed batches")
     head = f"{'dataset':14} {'train imgs':>10} {'write s':>8} {'start s':>8} {'peak MB':>8} " + \
-        " ".join(f"{'w=' + str(w) + ' img/s':>12}" for w in workers) + f" {'img/CPU-s':>10} {'workers/H200':>12}"
+        " ".join(f"{'w=' + str(w) + ' img/s':>12}" for w in workers) + \
+        f" {'img/CPU-s':>10} {'PIL img/CPU-s':>13} {'ratio':>6} {'workers/H200':>12}"
     if args.train_step:
         head += f" {'train img/s':>12}"
     print(head)
@@ -146,7 +191,10 @@ def main() -> None:
                 " ".join(f"{r['img_s'][str(w)]:>12.0f}" for w in workers)
             cpu_rate = r.get("img_cpu_s")
             need = math.ceil(H200_CIFAR10 / cpu_rate) if cpu_rate else "-"
-            line += f" {cpu_rate or 0:>10.0f} {need:>12}"
+            pil = r.get("pil_img_cpu_s")
+            line += f" {cpu_rate or 0:>10.0f} "
+            line += f"{pil:>13.0f} {cpu_rate / pil:>5.2f}x" if pil else f"{'-':>13} {'-':>6}"
+            line += f" {need:>12}"
             if args.train_step:
                 line += f" {train_step(name):>12.1f}"
             print(line, flush=True)

@@ -55,7 +55,9 @@ and called as ``attack(model, x, y) -> x_adv``. The base owns everything that is
 A subclass sets ``name``, ``Config`` and ``presets`` (tags such as ``tiny``) and implements
 :meth:`Attack.run` (one attack for one single-exit or ``average`` objective; it draws its random numbers from
 the :class:`AttackRNG` it is given). It may override :meth:`Attack._candidates` to run the per-exit single
-attacks of max-average together (PGD does).
+attacks of max-average together (PGD does). How an iterative attack's loop runs on a device (lock-step over
+the per-exit attacks, the cascade, slices, CUDA-graph replay) is the base's executor,
+:mod:`neokd_bench.attacks.executor`: the attack gives its ``step`` and gets ``Executor.of(attack)``.
 
 Assumption (not in the paper): with ``mode="train"`` the attack's forward passes are ordinary
 training-mode passes, so BatchNorm running statistics are updated by them, as in Triple-Wins' code.

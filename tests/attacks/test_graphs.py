@@ -7,6 +7,7 @@ import neokd_bench as nb
 import pytest
 import torch
 from neokd_bench.attacks import graphs
+from neokd_bench.attacks.executor import Executor
 from neokd_bench.attacks.pgd import PGD
 from neokd_bench.errors import UsageError
 from neokd_bench.models.msdnet import MSDNet
@@ -44,14 +45,14 @@ def test_a_pgd_subclass_is_not_recorded_unless_it_says_so() -> None:
 
     x = torch.zeros(2, 1, 28, 28)
     model = nb.create_model("smallcnn")
-    assert not OwnLoss(cuda_graph="on")._graphed(model, x)
+    assert not Executor.of(OwnLoss(cuda_graph="on")).graphed(model, x)
 
 
 def test_never_recorded_on_a_cpu() -> None:
     model = nb.create_model("smallcnn").eval()
     x, y = make_batch(model, 4)
     attack = nb.create_attack("pgd", steps=2, cuda_graph="on", seed=0)
-    assert not attack._graphed(model, x)
+    assert not Executor.of(attack).graphed(model, x)
     attack(model, x, y)
     assert model not in graphs._CACHE
 

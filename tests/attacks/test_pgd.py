@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 import torchattacks
 from neokd_bench.attacks.base import Objective, fold_batchnorm, objective_loss, select_max_average
+from neokd_bench.attacks.executor import Executor
 from neokd_bench.errors import UsageError
 from neokd_bench.models.base import ExitForward
 
@@ -302,7 +303,7 @@ def test_micro_batches_give_the_whole_batch_attack(objective: str) -> None:
 
 def test_micro_batch_slices_eval_mode_on_a_cpu_only() -> None:
     x = torch.rand(130, 1, 4, 4)
-    sizes = lambda atk: [len(x[s]) for s in atk._slices(x)]  # noqa: E731
+    sizes = lambda atk: [len(x[s]) for s in Executor.of(atk).slices(x)]  # noqa: E731
     assert sizes(nb.create_attack("pgd")) == [64, 64, 2]  # eval mode on a CPU: MICRO_BATCH_CPU
     assert sizes(nb.create_attack("pgd", mode="train")) == [130]  # batch statistics: never split
     assert sizes(nb.create_attack("pgd", micro_batch=100)) == [100, 30]

@@ -124,7 +124,7 @@ def _accepted(name: str, overrides: dict[str, Any]) -> dict[str, Any]:
 def _check_attacks(gate_path: Path, sets: list[str], write: bool) -> bool:
     from ..leaderboard.gate import ATTACK_RULE, attack_rows, check_gate, format_rows
     from ..safe_io import load_json
-    from .run import parse_sets
+    from .common import parse_sets
 
     check(gate_path.exists(), f"attack gate file {gate_path} not found; the committed one is "
                               "leaderboard/gate/attack-gate.json")

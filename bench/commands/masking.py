@@ -36,10 +36,9 @@ def run_masking(args: argparse.Namespace) -> int:
     from ..attacks.base import Objective
     from ..evaluation.masking import run_masking_checks
     from ..presets import threat
-    from ..trainer import load_checkpoint, model_from_checkpoint, resolve_device
+    from ..trainer import model_from_checkpoint, resolve_device
     from ..utils import check_output_file
-    from .eval import load_checkpoint_data
-    from .run import check_eps, check_seed
+    from .common import check_eps, check_seed, load_checkpoint_data, load_run_checkpoint
 
     for flag, val in (("--n", args.n), ("--steps", args.steps), ("--square-queries", args.square_queries)):
         check(val >= 1, f"{flag} must be at least 1, got {val}")
@@ -51,11 +50,7 @@ def run_masking(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     if args.json_out:
         check_output_file(args.json_out, "--json")
-    state = load_checkpoint(args.checkpoint)
-    for key in ("model_name", "dataset", "model"):
-        check(key in state, f"{args.checkpoint} has no {key!r}; pass a checkpoint.pt written by `neokd-bench run`")
-    check(isinstance(state["dataset"], str), f"{args.checkpoint}: dataset is not a name; pass a checkpoint.pt "
-                                             f"written by `neokd-bench run`")
+    state = load_run_checkpoint(args.checkpoint)
     check_eps(args.eps, state["dataset"], args.force)
     model = model_from_checkpoint(state, args.checkpoint).to(device)
     Objective.parse(args.objective).check(model)

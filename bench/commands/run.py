@@ -1,14 +1,16 @@
 """`neokd-bench run --defense NAME --dataset NAME [--preset paper|smoke]`: train, evaluate, write a result.
 
-The pipeline: resolve the preset (bench/presets.py) -> load the dataset -> build the model and the defense
--> train with the shared trainer (checkpoint each epoch; ``--resume`` continues) -> evaluate with the
-preset's protocol (anytime, budgeted, transferability) -> write one schema-validated JSON result and its
-plots -> print the per-exit table.
+The pipeline: parse and check the command line once (:class:`RunSpec`: the preset (bench/presets.py), the
+defense, the run folder, a resumed checkpoint; all before any data loads) -> load the dataset -> build the
+model and set the defense up -> train with the shared trainer (checkpoint each epoch; ``--resume`` continues)
+-> evaluate with the preset's protocol (anytime, budgeted, transferability) -> write one schema-validated JSON
+result and its plots -> print the per-exit table.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import re
 import time
@@ -16,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError, check
-from ..safe_io import NotJSONError, loads_json
+from .common import check_eps, check_seed, parse_sets
 
 
 def add_parser(sub: Any) -> None:
@@ -72,45 +74,8 @@ def add_parser(sub: Any) -> None:
     p.set_defaults(func=run)
 
 
-def parse_sets(items: list[str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        check(bool(sep and key), f"--set expects KEY=VALUE, got {item!r}; e.g. --set alpha=3")
-        try:  # bounded: a deep list or a huge integer is one line, not a RecursionError or ValueError
-            val: Any = loads_json(raw, f"--set {key}")
-        except NotJSONError:
-            val = raw
-        out[key.strip().replace("-", "_")] = tuple(val) if isinstance(val, list) else val
-    return out
-
-
-SEED_MAX = 2**63 - 1
-EPS_FORCE_FACTOR = 4  # an eps more than this many times the dataset's threat model needs --force
-
-
-def check_seed(seed: int, flag: str = "--seed") -> None:
-    check(0 <= seed <= SEED_MAX, f"{flag} must be in 0..{SEED_MAX} (a 63-bit seed), got {seed}; e.g. {flag} 0")
-
-
-def check_eps(eps: float | None, dataset: str, force: bool, flag: str = "--eps") -> None:
-    """eps is a distance between images in [0, 1]: above 1 it is meaningless; far above the dataset's
-    threat model it is almost surely a typo (5 for 0.5/255), so it needs --force."""
-    if eps is None:
-        return
-    check(math.isfinite(eps) and 0 <= eps <= 1, f"{flag} must be in [0, 1] (inputs are pixels in [0, 1]), "
-                                                f"got {eps}; e.g. {flag} 0.1")
-    from ..presets import THREAT
-
-    t = THREAT.get(dataset)
-    if t is not None and eps > EPS_FORCE_FACTOR * t.eps and not force:
-        raise UsageError(f"{flag} {eps} is more than {EPS_FORCE_FACTOR}x {dataset}'s threat model (eps {t.eps:.4g}); "
-                         f"pass --force to run it anyway")
-
-
-def validate_args(args: argparse.Namespace) -> None:
-    """Every option checked before any data is loaded or any training runs, evaluation options included."""
-    from ..evaluation.options import parse_ints, parse_metrics  # here: the CLI's import stays torch-free
+def _check_values(args: argparse.Namespace) -> None:
+    """The numeric options: counts at least 1, step size and eps in range, positive lr and clip, the seed."""
     for flag, val in (("--epochs", args.epochs), ("--batch-size", args.batch_size),
                       ("--train-limit", args.train_limit), ("--test-limit", args.test_limit),
                       ("--eval-steps", args.eval_steps), ("--val-size", args.val_size)):
@@ -123,8 +88,6 @@ def validate_args(args: argparse.Namespace) -> None:
     check(args.grad_clip is None or (args.grad_clip > 0 and math.isfinite(args.grad_clip)),
           f"--grad-clip must be positive, got {args.grad_clip}")
     check_seed(args.seed)
-    parse_ints(args.attack_seeds, "--attack-seeds")
-    parse_metrics(args.metrics)
 
 
 _SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
@@ -138,137 +101,248 @@ def run_folder(defense: str, dataset: str, preset: str, seed: int) -> Path:
     return Path("runs") / name
 
 
-def run(args: argparse.Namespace) -> int:
-    import dataclasses
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+    """A `run` command line, parsed and checked once by :meth:`from_args`: every check `run` makes before any
+    data loads, in that order, so a typo never costs a data load or a training run. Field names follow the
+    flags (:func:`train_config` reads them); ``defense`` is built and checked here and set up once the model
+    exists; ``resumed_init`` is the ``--init`` record of the checkpoint ``--resume`` continues."""
 
+    defense: Any
+    dataset: str
+    preset_name: str
+    preset: Any
+    model_name: str
+    out: Path
+    seed: int
+    device: str
+    epochs: int | None
+    batch_size: int | None
+    lr: float | None
+    train_limit: int | None
+    grad_clip: float | None
+    amp: str | None
+    workers: int
+    cudnn_benchmark: bool
+    sync_bn: bool
+    data_root: str | None
+    data_source: str
+    val_size: int | None
+    val_index: str | None
+    init: str | None
+    resume: bool
+    no_eval: bool
+    quiet: bool
+    test_limit: int | None
+    eval_steps: int | None
+    attack_seeds: tuple[int, ...] | None
+    metrics: tuple[str, ...] | None
+    resumed_init: dict[str, Any] | None = None
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> RunSpec:
+        from .. import presets
+        from ..evaluation.options import parse_ints, parse_metrics  # here: the CLI's import stays torch-free
+        from ..registry import DATASETS, MODELS
+        from ..trainer import resolve_device
+        from ..utils import check_output_dir
+
+        _check_values(args)
+        attack_seeds, metrics = parse_ints(args.attack_seeds, "--attack-seeds"), parse_metrics(args.metrics)
+        resolve_device(args.device)
+        DATASETS.get(args.dataset)  # unknown names fail first, with a "did you mean"
+        preset = presets.train_preset(args.dataset, args.preset)
+        _check_init_files(args, presets.NEEDS_INIT.get((args.dataset, args.preset)))
+        check_eps(args.eps, args.dataset, args.force)
+        defense = _build_defense(args)
+        model_name = args.model or preset.model
+        MODELS.get(model_name)
+        defense_name = getattr(defense, "name", None) or args.defense.split(".", 1)[0]
+        out = Path(args.out) if args.out else run_folder(defense_name, args.dataset, args.preset, args.seed)
+        check_output_dir(out, "--out")
+        spec = cls(
+            defense=defense, dataset=args.dataset, preset_name=args.preset, preset=preset, model_name=model_name,
+            out=out, seed=args.seed, device=args.device, epochs=args.epochs, batch_size=args.batch_size,
+            lr=args.lr, train_limit=args.train_limit, grad_clip=args.grad_clip, amp=args.amp,
+            workers=int(args.workers or 0), cudnn_benchmark=bool(args.cudnn_benchmark), sync_bn=bool(args.sync_bn),
+            data_root=args.data_root, data_source=args.data_source or preset.data_source, val_size=args.val_size,
+            val_index=args.val_index, init=args.init, resume=args.resume, no_eval=args.no_eval, quiet=args.quiet,
+            test_limit=args.test_limit, eval_steps=args.eval_steps, attack_seeds=attack_seeds, metrics=metrics)
+        return dataclasses.replace(spec, resumed_init=_resumed_init(spec))
+
+    @property
+    def preset_tag(self) -> str:
+        return f"{self.dataset}.{self.preset_name}"
+
+    def meta(self) -> dict[str, Any]:
+        """What a checkpoint records of the run and ``--resume`` compares (the defense's config is compared once
+        set up)."""
+        return {"model_name": self.model_name, "dataset": self.dataset,
+                "defense": {"name": self.defense.describe()["name"]}, "preset": self.preset_tag}
+
+    def eval_protocol(self) -> Any:
+        """The preset's evaluation protocol with the evaluation flags given."""
+        return dataclasses.replace(self.preset.eval, **{k: v for k, v in {
+            "test_limit": self.test_limit, "steps": self.eval_steps, "attack_seeds": self.attack_seeds,
+            "metrics": self.metrics}.items() if v is not None})
+
+
+def _check_init_files(args: argparse.Namespace, needs: str | None) -> None:
+    """``--init`` where the preset fine-tunes (unless resuming), and the files ``--init``/``--val-index`` name."""
+    check(not needs or bool(args.init) or args.resume,
+          f"--preset {args.preset} on {args.dataset} fine-tunes pretrained weights: {needs}")
+    check(not args.init or Path(args.init).is_file(),
+          f"--init {args.init}: no such file; pass the pretrained checkpoint's path")
+    check(not args.val_index or args.dataset == "imagenet",
+          f"--val-index is MSDNet-PyTorch's ImageNet index file; drop it for {args.dataset}")
+    check(not args.val_index or Path(args.val_index).is_file(), f"--val-index {args.val_index}: no such file")
+
+
+def _build_defense(args: argparse.Namespace) -> Any:
+    """The defense from ``--defense``, ``--set`` and the training-attack flags; a bad name or value is one line
+    here, before any data loads."""
     import neokd_bench as nb
 
-    from .. import presets
-    from ..evaluation.options import parse_ints, parse_metrics
-    from ..registry import DATASETS, DEFENSES, MODELS
-    from ..trainer import CHECKPOINT_NAME, check_resume, load_checkpoint, resolve_device, train
-    from ..utils import check_output_dir
+    from ..registry import DEFENSES
 
-    validate_args(args)
-    resolve_device(args.device)
-    DATASETS.get(args.dataset)  # unknown names fail first, with a "did you mean"
-    preset = presets.train_preset(args.dataset, args.preset)
-    needs = presets.NEEDS_INIT.get((args.dataset, args.preset))
-    check(not needs or bool(getattr(args, "init", None)) or args.resume,
-          f"--preset {args.preset} on {args.dataset} fine-tunes pretrained weights: {needs}")
-    init_path = getattr(args, "init", None)
-    check(not init_path or Path(init_path).is_file(),
-          f"--init {init_path}: no such file; pass the pretrained checkpoint's path")
-    val_index = getattr(args, "val_index", None)
-    check(not val_index or args.dataset == "imagenet",
-          f"--val-index is MSDNet-PyTorch's ImageNet index file; drop it for {args.dataset}")
-    check(not val_index or Path(val_index).is_file(), f"--val-index {val_index}: no such file")
-    check_eps(args.eps, args.dataset, args.force)
-    defense_kw = parse_sets(args.set)
-    defense_kw.update({k: v for k, v in (("eps", args.eps), ("step_size", args.step_size),
-                                         ("train_attack", args.train_attack)) if v is not None})
+    sets = parse_sets(args.set)
+    defense_kw = {**sets, **{k: v for k, v in (("eps", args.eps), ("step_size", args.step_size),
+                                                 ("train_attack", args.train_attack)) if v is not None}}
     DEFENSES.get(args.defense)
     try:
-        defense = nb.create_defense(args.defense, **defense_kw)  # bad names fail before any data loads
+        return nb.create_defense(args.defense, **defense_kw)
     except (TypeError, ValueError) as exc:
-        given = ", ".join(f"{k}={v!r}" for k, v in parse_sets(args.set).items()) or "(none)"
+        given = ", ".join(f"{k}={v!r}" for k, v in sets.items()) or "(none)"
         raise UsageError(f"--set {given}: a value has the wrong type for defense {args.defense!r} "
                          f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
                          f"e.g. --set alpha=3 --set gamma=[1,1,1]") from exc
-    model_name = args.model or preset.model
-    MODELS.get(model_name)
-    defense_name = getattr(defense, "name", None) or args.defense.split(".", 1)[0]
-    out = Path(args.out) if args.out else run_folder(defense_name, args.dataset, args.preset, args.seed)
-    check_output_dir(out, "--out")
-    meta = {"model_name": model_name, "dataset": args.dataset, "defense": {"name": defense.describe()["name"]},
-            "preset": f"{args.dataset}.{args.preset}"}  # the defense's config is compared once set up
-    check(not args.resume or out.is_dir(), f"--resume: no run folder {out}; run without --resume to start fresh")
-    resumed_init = None
-    if args.resume and (out / CHECKPOINT_NAME).is_file():  # a mismatch fails before the data loads
-        state = load_checkpoint(out / CHECKPOINT_NAME)
-        check_resume(state, meta, None, out / CHECKPOINT_NAME)
-        resumed_init = state.get("init")
 
-    timings: dict[str, float] = {}
-    t = time.perf_counter()
-    source = args.data_source or preset.data_source
-    extra = {"val_index": val_index} if val_index else {}
-    bundle = nb.load_dataset(args.dataset, root=args.data_root, source=source, val_size=args.val_size, **extra)
-    timings["data_s"] = time.perf_counter() - t
-    model_kwargs = {**dict(preset.model_kwargs), "num_classes": bundle.num_classes,
-                    "mean": list(bundle.mean), "std": list(bundle.std)}
-    import torch
 
-    torch.manual_seed(args.seed)  # the initial weights follow the training seed: a run is reproducible
-    model = nb.create_model(model_name, **model_kwargs)
-    check(tuple(model.input_size) == tuple(bundle.input_size),
-          f"model {model_name} takes {model.input_size} inputs but {args.dataset} gives {bundle.input_size}; "
-          f"pick a matching --model")
-    init = None
-    if getattr(args, "init", None):
-        from ..init_weights import load_init
+def _resumed_init(spec: RunSpec) -> dict[str, Any] | None:
+    """With ``--resume``: the run folder must exist, and a checkpoint in it must match the run (checked now,
+    before the data loads); returns the ``--init`` record it carries."""
+    from ..trainer import CHECKPOINT_NAME, check_resume, load_checkpoint
 
-        init = load_init(model, args.init)
-        meta["init"] = init  # kept in every checkpoint: a resumed run still records where it started
-    defense.setup(dataset=args.dataset, num_exits=model.num_exits, num_classes=bundle.num_classes, seed=args.seed)
+    check(not spec.resume or spec.out.is_dir(),
+          f"--resume: no run folder {spec.out}; run without --resume to start fresh")
+    if not (spec.resume and (spec.out / CHECKPOINT_NAME).is_file()):
+        return None
+    state = load_checkpoint(spec.out / CHECKPOINT_NAME)
+    check_resume(state, spec.meta(), None, spec.out / CHECKPOINT_NAME)
+    return state.get("init")
 
-    cfg = train_config(args, preset)
-    meta.update(model_kwargs=model_kwargs, data_source=source, data_root=args.data_root, val_size=args.val_size,
-                defense=defense.describe())
-    t = time.perf_counter()
-    training = train(model, defense, bundle.train, cfg, out_dir=out, meta=meta, resume=args.resume,
-                     progress=not args.quiet)
-    timings["train_s"] = time.perf_counter() - t
-    init = init or resumed_init
-    if init is not None:
-        training["init"] = init
-    if args.no_eval:
-        return 0
 
-    proto = preset.eval
-    proto = dataclasses.replace(proto, **{k: v for k, v in {
-        "test_limit": args.test_limit, "steps": args.eval_steps,
-        "attack_seeds": parse_ints(args.attack_seeds, "--attack-seeds"),
-        "metrics": parse_metrics(args.metrics)}.items() if v is not None})
+def run(args: argparse.Namespace) -> int:
+    """`neokd-bench run`: the command line checked once (:class:`RunSpec`), then set up, train, evaluate, write."""
     from ..distributed import rank_and_world
-    from ..evaluation import describe_model, evaluate
-    from ..results import make_result, write_result
 
-    model.eval()
-    t = time.perf_counter()
-    evaluation = evaluate(model, bundle, dataset_key=args.dataset, protocol=proto,
-                          device=training["device"], metrics=proto.metrics,
-                          progress=not args.quiet and rank_and_world()[0] == 0)
-    timings["eval_s"] = time.perf_counter() - t
+    spec = RunSpec.from_args(args)
+    timings: dict[str, float] = {}
+    bundle, model, meta = set_up(spec, timings)
+    training = train_run(spec, model, bundle, meta, timings)
+    if spec.no_eval:
+        return 0
+    proto = spec.eval_protocol()
+    evaluation = evaluate_run(spec, model, bundle, proto, device=training["device"], timings=timings)
     if rank_and_world()[0] != 0:  # torchrun: every rank evaluated its shard and has the whole evaluation
         return 0
-    result = make_result(
-        model=describe_model(model.cpu(), model_name, model_kwargs),
-        dataset=bundle.describe(), defense=defense.describe(),
-        training={**training, "preset": {"name": f"{args.dataset}.{args.preset}", **preset.to_dict()}},
-        evaluation=evaluation,
-        seeds={"train": args.seed, "split": bundle.split_seed, "attack": list(proto.attack_seeds)},
-        timings=timings)
-    path = write_result(out / "result.json", result)
-    _plots(result, out)
-    print_anytime(result)
-    print(f"result: {path}")
+    write_run(spec, model, meta["model_kwargs"], bundle, training, evaluation, proto, timings)
     return 0
 
 
-def train_config(args: argparse.Namespace, preset: Any) -> Any:
-    """The :class:`~neokd_bench.trainer.TrainConfig` of a run: the preset's values, overridden by the flags given.
+def set_up(spec: RunSpec, timings: dict[str, float]) -> tuple[Any, Any, dict[str, Any]]:
+    """Load the data (timed as ``data_s``), build the model (initial weights from the training seed, then
+    ``--init``'s) and set the defense up; returns the bundle, the model and the checkpoint's ``meta``."""
+    import neokd_bench as nb
+
+    t = time.perf_counter()
+    extra = {"val_index": spec.val_index} if spec.val_index else {}
+    bundle = nb.load_dataset(spec.dataset, root=spec.data_root, source=spec.data_source, val_size=spec.val_size,
+                             **extra)
+    timings["data_s"] = time.perf_counter() - t
+    model_kwargs = {**dict(spec.preset.model_kwargs), "num_classes": bundle.num_classes,
+                    "mean": list(bundle.mean), "std": list(bundle.std)}
+    import torch
+
+    torch.manual_seed(spec.seed)  # the initial weights follow the training seed: a run is reproducible
+    model = nb.create_model(spec.model_name, **model_kwargs)
+    check(tuple(model.input_size) == tuple(bundle.input_size),
+          f"model {spec.model_name} takes {model.input_size} inputs but {spec.dataset} gives {bundle.input_size}; "
+          f"pick a matching --model")
+    meta = spec.meta()
+    if spec.init:
+        from ..init_weights import load_init
+
+        meta["init"] = load_init(model, spec.init)  # in every checkpoint: a resumed run records where it started
+    spec.defense.setup(dataset=spec.dataset, num_exits=model.num_exits, num_classes=bundle.num_classes,
+                       seed=spec.seed)
+    meta.update(model_kwargs=model_kwargs, data_source=spec.data_source, data_root=spec.data_root,
+                val_size=spec.val_size, defense=spec.defense.describe())
+    return bundle, model, meta
+
+
+def train_run(spec: RunSpec, model: Any, bundle: Any, meta: dict[str, Any], timings: dict[str, float]) -> dict:
+    """Train with the shared trainer (timed as ``train_s``); the ``training`` section, with the ``--init``
+    record of this run or of the run it resumes."""
+    from ..trainer import train
+
+    cfg = train_config(spec, spec.preset)
+    t = time.perf_counter()
+    training = train(model, spec.defense, bundle.train, cfg, out_dir=spec.out, meta=meta, resume=spec.resume,
+                     progress=not spec.quiet)
+    timings["train_s"] = time.perf_counter() - t
+    init = meta.get("init") or spec.resumed_init
+    if init is not None:
+        training["init"] = init
+    return training
+
+
+def evaluate_run(spec: RunSpec, model: Any, bundle: Any, proto: Any, *, device: Any,
+                 timings: dict[str, float]) -> dict[str, Any]:
+    """Evaluate with the run's protocol (timed as ``eval_s``); progress bars on rank 0 only."""
+    from ..distributed import rank_and_world
+    from ..evaluation import evaluate
+
+    model.eval()
+    t = time.perf_counter()
+    evaluation = evaluate(model, bundle, dataset_key=spec.dataset, protocol=proto, device=device,
+                          metrics=proto.metrics, progress=not spec.quiet and rank_and_world()[0] == 0)
+    timings["eval_s"] = time.perf_counter() - t
+    return evaluation
+
+
+def write_run(spec: RunSpec, model: Any, model_kwargs: dict[str, Any], bundle: Any, training: dict[str, Any],
+              evaluation: dict[str, Any], proto: Any, timings: dict[str, float]) -> None:
+    """Write the result (schema-validated) and its plots into the run folder; print the per-exit table."""
+    from ..evaluation import describe_model
+    from ..results import make_result, write_result
+
+    result = make_result(
+        model=describe_model(model.cpu(), spec.model_name, model_kwargs),
+        dataset=bundle.describe(), defense=spec.defense.describe(),
+        training={**training, "preset": {"name": spec.preset_tag, **spec.preset.to_dict()}},
+        evaluation=evaluation,
+        seeds={"train": spec.seed, "split": bundle.split_seed, "attack": list(proto.attack_seeds)},
+        timings=timings)
+    path = write_result(spec.out / "result.json", result)
+    _plots(result, spec.out)
+    print_anytime(result)
+    print(f"result: {path}")
+
+
+def train_config(spec: RunSpec | argparse.Namespace, preset: Any) -> Any:
+    """The :class:`~neokd_bench.trainer.TrainConfig` of a run: the preset's values, overridden by the flags given
+    (``spec`` is a :class:`RunSpec`, or `run`'s parsed command line: the field names are the same).
     ``run --resume`` compares its ``to_dict()`` with the checkpoint's, so a preset's dict must not change."""
     from ..trainer import TrainConfig
 
     return TrainConfig(
-        epochs=args.epochs or preset.epochs, batch_size=args.batch_size or preset.batch_size,
-        lr=args.lr or preset.lr, momentum=preset.momentum, weight_decay=preset.weight_decay,
-        milestones=preset.milestones, seed=args.seed, device=args.device, amp=args.amp or preset.amp,
-        train_limit=args.train_limit or preset.train_limit,
-        grad_clip_norm=args.grad_clip if args.grad_clip is not None else preset.grad_clip_norm,
-        sync_bn=bool(getattr(args, "sync_bn", False)), num_workers=int(getattr(args, "workers", 0) or 0),
-        cudnn_benchmark=bool(getattr(args, "cudnn_benchmark", True)))
+        epochs=spec.epochs or preset.epochs, batch_size=spec.batch_size or preset.batch_size,
+        lr=spec.lr or preset.lr, momentum=preset.momentum, weight_decay=preset.weight_decay,
+        milestones=preset.milestones, seed=spec.seed, device=spec.device, amp=spec.amp or preset.amp,
+        train_limit=spec.train_limit or preset.train_limit,
+        grad_clip_norm=spec.grad_clip if spec.grad_clip is not None else preset.grad_clip_norm,
+        sync_bn=bool(spec.sync_bn), num_workers=int(spec.workers or 0), cudnn_benchmark=bool(spec.cudnn_benchmark))
 
 
 def _plots(result: dict[str, Any], out: Path) -> None:

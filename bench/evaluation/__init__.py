@@ -3,7 +3,7 @@ exit-to-exit adversarial transferability (paper Sec. 4, Results 1-3; App. A.2-A.
 
 One job per module:
 
-* :mod:`.pipeline` - :func:`evaluate`, the orchestration (clean pass, attacks, the three metrics);
+* :mod:`.pipeline` - :func:`evaluate`, the orchestration: a table of sections (clean pass, attacks, metrics);
 * :mod:`.attacks` - which attacks run, with the dataset's threat model and the protocol's steps and seeds;
 * :mod:`.options` - evaluation options as the command line gives them, checked before any work;
 * :mod:`.describe` - the ``model`` section of a result;

@@ -27,6 +27,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from neokd_bench.contract import name_problem
 from neokd_bench.errors import UsageError
 
 from .budget import budget_to_reach
@@ -34,7 +35,8 @@ from .stats import mean_std, significance_ranks, t_interval, verdict, welch_diff
 from .validate import check_file
 from .verified import VERIFIED, is_record, status
 
-#: The reference defense differences are taken against: adversarial training, as in every table of the paper.
+#: The default reference defense differences are taken against: adversarial training, as in every table of the
+#: paper; `leaderboard build --baseline NAME` picks another (nothing else on the board depends on a defense's name).
 BASELINE = "adv"
 #: The headline metric: the per-sample worst case over every adversarial example of the evaluation, per exit.
 WORST = "worst-case"
@@ -267,9 +269,9 @@ def make_entries(loaded: list[tuple[Path, dict]], efficiency: list[tuple[Path, d
     return entries
 
 
-def budgets(entries: list[dict], label: str, target: float | None = None) -> dict | None:
+def budgets(entries: list[dict], label: str, target: float | None = None, baseline: str = BASELINE) -> dict | None:
     """MFLOPs each entry needs to reach ``target`` adversarial accuracy (``label``'s budgeted curve), over its
-    training seeds: mean ± std, the 95% t-interval of the mean, and against :data:`BASELINE` the Welch interval
+    training seeds: mean ± std, the 95% t-interval of the mean, and against ``baseline`` the Welch interval
     of the difference (a saving whose interval straddles zero is a tie).
 
     The default target is the paper's choice: a level every seed of every entry reaches (the lowest best
@@ -288,18 +290,18 @@ def budgets(entries: list[dict], label: str, target: float | None = None) -> dic
         reach[name] = ({**mean_std(vals), "ci": t_interval(vals), "seeds": len(cs)} if vals else
                        {"mean": None, "std": None, "n": 0, "values": [], "ci": None, "seeds": len(cs)})
     for name, v in reach.items():
-        base = values.get(BASELINE)
+        base = values.get(baseline)
         v["vs_baseline"] = None
-        if name != BASELINE and base and values[name]:
+        if name != baseline and base and values[name]:
             d = welch_diff(values[name], base)
             # fewer MFLOPs is better: a significant negative difference is a saving ("win")
             v["vs_baseline"] = {**d, "verdict": {"win": "loss", "loss": "win"}.get(verdict(d), "tie"),
-                                "saved": 1.0 - v["mean"] / reach[BASELINE]["mean"]}
-    return {"attack": label, "target_accuracy": target, "baseline": BASELINE, "mflops_to_reach": reach}
+                                "saved": 1.0 - v["mean"] / reach[baseline]["mean"]}
+    return {"attack": label, "target_accuracy": target, "baseline": baseline, "mflops_to_reach": reach}
 
 
-def _comparisons(entries: list[dict], metric: str) -> list[dict]:
-    """Each defense against :data:`BASELINE`, per exit and on the mean over exits (95% Welch interval)."""
+def _comparisons(entries: list[dict], metric: str, baseline: str = BASELINE) -> list[dict]:
+    """Each defense against ``baseline``, per exit and on the mean over exits (95% Welch interval)."""
     by_name = {e["defense"]: e for e in entries}
     L = max(e["num_exits"] for e in entries)
     rows = []
@@ -307,13 +309,13 @@ def _comparisons(entries: list[dict], metric: str) -> list[dict]:
         where = "avg" if k is None else k
         vals = {n: metric_values(e["_runs"], metric, k) for n, e in by_name.items()
                 if k is None or k < e["num_exits"]}
-        if BASELINE not in vals or not vals[BASELINE]:
+        if baseline not in vals or not vals[baseline]:
             continue
         for a in vals:
-            if a == BASELINE or not vals[a]:
+            if a == baseline or not vals[a]:
                 continue
-            d = welch_diff(vals[a], vals[BASELINE])
-            rows.append({"exit": where, "defense": a, "against": BASELINE, **d, "verdict": verdict(d)})
+            d = welch_diff(vals[a], vals[baseline])
+            rows.append({"exit": where, "defense": a, "against": baseline, **d, "verdict": verdict(d)})
     return rows
 
 
@@ -362,7 +364,7 @@ def attack_labels(entries: list[dict]) -> list[str]:
     return [lab for lab in PAPER_PROTOCOL if lab in labels] + sorted(labels - set(PAPER_PROTOCOL))
 
 
-def tables(entries: list[dict]) -> list[dict]:
+def tables(entries: list[dict], baseline: str = BASELINE) -> list[dict]:
     """One table per (dataset, preset, attack label), rows ranked by mean adversarial accuracy over exits with
     Chatbot Arena's rule (:func:`_ranked`); a row that shares its rank with the row above is tied with it."""
     out = []
@@ -371,11 +373,11 @@ def tables(entries: list[dict]) -> list[dict]:
             rows = [e for e in es if label in e["accuracy"]]
             ranked, pairs = _ranked(rows, label)
             out.append({"dataset": ds, "preset": preset, "attack": label, "paper": label in PAPER_PROTOCOL,
-                        "rows": ranked, "pairs": pairs, "comparisons": _comparisons(rows, label)})
+                        "rows": ranked, "pairs": pairs, "comparisons": _comparisons(rows, label, baseline)})
     return out
 
 
-def headline_tables(entries: list[dict]) -> list[dict]:
+def headline_tables(entries: list[dict], baseline: str = BASELINE) -> list[dict]:
     """One table per (dataset, preset), ranked by the per-exit worst case (:data:`WORST`, mean over exits).
     Entries whose results lack it follow, unranked, as "not measured"."""
     out = []
@@ -391,7 +393,8 @@ def headline_tables(entries: list[dict]) -> list[dict]:
             by_parts.setdefault(parts_text(r["entry"]["worst_case_parts"]), []).append(r["entry"]["defense"])
         out.append({"dataset": ds, "preset": preset, "attack": WORST, "paper": False, "headline": True,
                     "parts": [{"defenses": names, "text": text} for text, names in by_parts.items()],
-                    "rows": ranked + missing, "pairs": pairs, "comparisons": _comparisons(have, WORST) if have else [],
+                    "rows": ranked + missing, "pairs": pairs,
+                    "comparisons": _comparisons(have, WORST, baseline) if have else [],
                     "paper_protocol": [lab for lab in PAPER_PROTOCOL if any(lab in e["accuracy"] for e in es)]})
     return out
 
@@ -411,18 +414,22 @@ def curve_labels(entries: list[dict]) -> list[str]:
     return [lab for lab in PAPER_PROTOCOL if lab in labels] + sorted(labels - set(PAPER_PROTOCOL))
 
 
-def summarize(entries: list[dict], target: float | None = None) -> dict:
+def summarize(entries: list[dict], target: float | None = None, baseline: str = BASELINE) -> dict:
     """The JSON summary: entries (numbers only), the worst-case headline tables and the per-attack tables with
     ranks (Chatbot Arena's rule, Holm-corrected), every pair's test, comparisons against the baseline, budgets."""
+    problem = name_problem("baseline", baseline)
+    if problem:
+        raise UsageError(problem)
     budget = {}
     for (ds, preset), es in _by_protocol(entries).items():
-        budget[f"{ds}/{preset}"] = {lab: budgets(es, lab, target) for lab in curve_labels(es)}
+        budget[f"{ds}/{preset}"] = {lab: budgets(es, lab, target, baseline) for lab in curve_labels(es)}
     public = [{k: v for k, v in e.items() if not k.startswith("_") and k not in DETAIL_KEYS} for e in entries]
     return {
         "entries": public,
         "rank_rule": RANK_RULE,
-        "headline": [_public_table(t) for t in headline_tables(entries)],
-        "tables": [_public_table(t) for t in tables(entries)],
+        "baseline": baseline,
+        "headline": [_public_table(t) for t in headline_tables(entries, baseline)],
+        "tables": [_public_table(t) for t in tables(entries, baseline)],
         "budgeted": budget,
     }
 
@@ -472,7 +479,7 @@ def budget_text(v: dict) -> str:
     return f"{v['mean']:.3f} ± {v['std']:.3f}{ci}"
 
 
-def saving_text(name: str, v: dict, ref: dict) -> str:
+def saving_text(name: str, v: dict, ref: dict, baseline: str = BASELINE) -> str:
     """The paper's "a vs b MFLOPs, z% saved", with the Welch interval of the difference and its verdict."""
     c = v.get("vs_baseline")
     if not c:
@@ -481,9 +488,9 @@ def saving_text(name: str, v: dict, ref: dict) -> str:
         interval = "no interval"
     else:
         interval = f"difference [{c['ci'][0]:+.3f}, {c['ci'][1]:+.3f}] MFLOPs"
-    head = f"{name}: {v['mean']:.2f} vs {BASELINE}: {ref['mean']:.2f} MFLOPs"
+    head = f"{name}: {v['mean']:.2f} vs {baseline}: {ref['mean']:.2f} MFLOPs"
     amount = (f"{100 * c['saved']:.2f}% saved" if c["saved"] >= 0
-              else f"{v['mean'] / ref['mean']:.2f}x the budget of {BASELINE}")
+              else f"{v['mean'] / ref['mean']:.2f}x the budget of {baseline}")
     return f"{head}, {amount} ({interval}; {c['verdict']})"
 
 
@@ -558,15 +565,17 @@ def markdown(summary: dict, title: str) -> str:
         for label, b in per_label.items():
             if not b:
                 continue
-            ref = b["mflops_to_reach"].get(BASELINE)
+            base = b.get("baseline", BASELINE)
+            ref = b["mflops_to_reach"].get(base)
             lines += [f"## Budgeted ({md_escape(where)}): MFLOPs to reach {100 * b['target_accuracy']:.2f}% "
                       f"({md_escape(label)})", "",
                       "MFLOPs per test sample: mean ± std over the training seeds that reach the target, [95% "
-                      f"t-interval of the mean]; against `{BASELINE}`: the Welch interval of the difference (a "
+                      f"t-interval of the mean]; against `{base}`: the Welch interval of the difference (a "
                       "saving whose interval straddles zero is a tie).", "",
-                      f"| defense | MFLOPs | seeds that reach it | against {BASELINE} |", "| --- | --- | --- | --- |"]
+                      f"| defense | MFLOPs | seeds that reach it | against {md_escape(base)} |",
+                      "| --- | --- | --- | --- |"]
             for name, v in b["mflops_to_reach"].items():
-                vs = saving_text(md_escape(name), v, ref) if ref and ref.get("mean") else ""
+                vs = saving_text(md_escape(name), v, ref, md_escape(base)) if ref and ref.get("mean") else ""
                 lines.append(f"| {md_escape(name)} | {budget_text(v)} | {len(v['values'])} of {v.get('seeds')} | "
                              f"{vs} |")
             lines.append("")

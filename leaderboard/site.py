@@ -108,7 +108,8 @@ def _mean_matrix(runs: list[dict]) -> dict | None:
                                         "offdiag_mean": sum(off) / len(off) if off else None}}}
 
 
-def _dataset_pages(entries: list[dict], reported: list[dict], tabs: list[dict], out: Path) -> list[dict]:
+def _dataset_pages(entries: list[dict], reported: list[dict], tabs: list[dict], out: Path,
+                   baseline: str = BASELINE) -> list[dict]:
     from neokd_bench.plots import BAND, plot_budgeted_seeds, plot_transfer
 
     datasets = sorted({e["dataset"] for e in entries} | {r["dataset"] for r in reported})
@@ -129,13 +130,13 @@ def _dataset_pages(entries: list[dict], reported: list[dict], tabs: list[dict], 
                     plot_budgeted_seeds(have, out / name, curve=label, formats=("svg",))
                     block["curves"].append({"attack": label, "svg": f"{name}.svg", "band": BAND,
                                             "seeds": {d: len(c) for d, c in have.items()}})
-                b = budgets(pes, label)
+                b = budgets(pes, label, baseline=baseline)
                 if b:
-                    ref = b["mflops_to_reach"].get(BASELINE)
+                    ref = b["mflops_to_reach"].get(baseline)
                     rows = []
                     for name_, v in sorted(b["mflops_to_reach"].items()):
-                        vs = saving_text(name_, v, ref) if ref and ref.get("mean") else ""
-                        rows.append({"defense": name_, "mflops": v, "text": budget_text(v), "vs_adv": vs,
+                        vs = saving_text(name_, v, ref, baseline) if ref and ref.get("mean") else ""
+                        rows.append({"defense": name_, "mflops": v, "text": budget_text(v), "vs_baseline": vs,
                                      "verdict": (v.get("vs_baseline") or {}).get("verdict")})
                     block["budgets"].append({"attack": label, "target": b["target_accuracy"], "rows": rows})
             for e in pes:
@@ -199,7 +200,7 @@ def _previous_build(final: Path, shown: Path) -> bool:
 
 
 def build(result_dirs: Iterable[str | Path], out: str | Path, reported_dir: str | Path = REPORTED_DIR,
-          efficiency_dirs: Iterable[str | Path] = ()) -> dict:
+          efficiency_dirs: Iterable[str | Path] = (), baseline: str = BASELINE) -> dict:
     """Build the site into ``out``; returns ``{"pages": [...], "entries": n, "files": n}``.
 
     The site is written into a fresh folder beside ``out`` and swapped in when complete, so a failed build
@@ -220,7 +221,7 @@ def build(result_dirs: Iterable[str | Path], out: str | Path, reported_dir: str 
         except FileExistsError:
             continue
     try:
-        info = _build_into(result_dirs, tmp, reported_dir, efficiency_dirs)
+        info = _build_into(result_dirs, tmp, reported_dir, efficiency_dirs, baseline)
         _write(tmp / MARKER, "neokd-bench leaderboard build: the files it wrote\n"
                + "".join(f + "\n" for f in _site_files(tmp)))
         if replace:  # two renames: out is the old site, absent for an instant, then the new one; never a mix
@@ -241,7 +242,7 @@ def build(result_dirs: Iterable[str | Path], out: str | Path, reported_dir: str 
 
 
 def _build_into(result_dirs: Iterable[str | Path], out: str | Path, reported_dir: str | Path = REPORTED_DIR,
-                efficiency_dirs: Iterable[str | Path] = ()) -> dict:
+                efficiency_dirs: Iterable[str | Path] = (), baseline: str = BASELINE) -> dict:
     """Build the site into the fresh folder ``out`` (see :func:`build`).
 
     ``efficiency_dirs``: folders of efficiency eval files (``neokd-bench eval --metrics efficiency``), joined
@@ -252,9 +253,9 @@ def _build_into(result_dirs: Iterable[str | Path], out: str | Path, reported_dir
     eff_loaded = load_results(efficiency_dirs) if efficiency_dirs else []
     entries = make_entries(loaded, eff_loaded)
     reported = load_reported(reported_dir)
-    tabs = tables(entries)
-    heads = headline_tables(entries)
-    summary = summarize(entries)
+    tabs = tables(entries, baseline)
+    heads = headline_tables(entries, baseline)
+    summary = summarize(entries, baseline=baseline)
     digest = hashlib.sha256()
     for path, _ in sorted(loaded, key=lambda pd: pd[0].name) + sorted(eff_loaded, key=lambda pd: str(pd[0])):
         digest.update(path.name.encode("utf-8") + b"\0" + path.read_bytes())
@@ -263,14 +264,15 @@ def _build_into(result_dirs: Iterable[str | Path], out: str | Path, reported_dir
         _write(out / "static" / f.name, f.read_text(encoding="utf-8"))
     for e in entries:
         e["page"] = f"entry/{slug(e['dataset'], e['preset'], e['model'], e['defense'])}.html"
-    pages = _dataset_pages(entries, reported, tabs, out)
+    pages = _dataset_pages(entries, reported, tabs, out, baseline)
     env = _env()
     common = {"n_files": len(loaded), "inputs_sha256": digest.hexdigest(), "datasets": pages}
     _write(out / "index.html", env.get_template("index.html.j2").render(
         tables=tabs, headlines=heads, worst=WORST, headline_note=HEADLINE_NOTE, rank_rule=RANK_RULE,
-        baseline=BASELINE, root="", **common))
+        baseline=baseline, root="", **common))
     for page in pages:
-        _write(out / page["file"], env.get_template("dataset.html.j2").render(page=page, root="", **common))
+        _write(out / page["file"], env.get_template("dataset.html.j2").render(page=page, root="", baseline=baseline,
+                                                                              **common))
     for e in entries:
         rep = [r for r in reported if r["dataset"] == e["dataset"] and r["defense"] == e["defense"]]
         _write(out / e["page"], env.get_template("entry.html.j2").render(

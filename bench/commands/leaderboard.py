@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from ..contract import name_problem
 from ..errors import UsageError
 
 DEFAULT_RESULTS = Path(__file__).resolve().parents[2] / "leaderboard" / "results"
@@ -24,6 +25,9 @@ def add_parser(sub: Any) -> None:
                         "checkpoint (repeatable; default: the committed leaderboard/efficiency)")
     b.add_argument("--reported", metavar="DIR", help="folder of reported-number files (default: the bundled ones)")
     b.add_argument("--out", required=True, metavar="SITE", help="output folder of the site")
+    b.add_argument("--baseline", default="adv", metavar="DEFENSE",
+                   help="defense every other is compared against (differences, savings; default adv, the "
+                        "paper's adversarial training)")
     b.set_defaults(func=run_build)
     p.set_defaults(func=_no_action)
 
@@ -38,7 +42,10 @@ def run_build(args: argparse.Namespace) -> int:
 
     results = args.results or [DEFAULT_RESULTS]
     efficiency = args.efficiency or ([DEFAULT_EFFICIENCY] if DEFAULT_EFFICIENCY.is_dir() else [])
-    info = build(results, args.out, args.reported or REPORTED_DIR, efficiency)
+    problem = name_problem("--baseline", args.baseline)
+    if problem:
+        raise UsageError(problem.replace("result field --baseline", "--baseline"))
+    info = build(results, args.out, args.reported or REPORTED_DIR, efficiency, baseline=args.baseline)
     print(f"built {info['pages']} pages from {info['files']} result files ({info['entries']} entries) "
           f"into {args.out}; open {Path(args.out) / 'index.html'}")
     return 0

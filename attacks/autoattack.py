@@ -80,6 +80,13 @@ from .base import (
     project,
 )
 
+# pyautoattack's warnings (e.g. "there are N points with zero gradient! ... See flags_doc.md") go to this logger.
+# A library does not print on its own: the logger gets a NullHandler, so they reach a user only through logging
+# they configure. The fraction of zero gradients per exit is measured and recorded by the masking check
+# (evaluation.masking, "nonzero_gradients").
+LOG = logging.getLogger("auto-attack")
+LOG.addHandler(logging.NullHandler())
+
 
 # ------------------------------------------------------------------------------------------------
 # The exits an objective attacks
@@ -425,7 +432,7 @@ class APGDCE(_LibraryAttack):
     def engine(self, exits: ExitSet, seed: int) -> MultiExitAPGDCE:
         return MultiExitAPGDCE(exits, n_iter=self.config.steps, norm="Linf", n_restarts=1, eps=self.config.eps,
                                seed=seed, rho=self.config.rho, verbose=False,
-                               logger=logging.getLogger("auto-attack"))
+                               logger=LOG)
 
     def single_run(self, engine: Any, exits: ExitSet, x: torch.Tensor, y: torch.Tensor, attempt: Any
                    ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -461,7 +468,7 @@ class APGDDLR(_LibraryAttack):
                              "use --attack apgd-ce")
         return MultiExitAPGDDLR(exits, n_iter=self.config.steps, norm="Linf", n_restarts=1, eps=self.config.eps,
                                 seed=seed, rho=self.config.rho, verbose=False,
-                                logger=logging.getLogger("auto-attack"))
+                                logger=LOG)
 
     single_run = APGDCE.single_run
 
@@ -496,7 +503,7 @@ class APGDT(_LibraryAttack):
                              f"{exits.num_classes}; use --attack apgd-ce")
         return MultiExitAPGDT(exits, n_iter=self.config.steps, norm="Linf", n_restarts=1, eps=self.config.eps,
                               seed=seed, rho=self.config.rho, n_target_classes=self.n_targets(exits),
-                              verbose=False, logger=logging.getLogger("auto-attack"))
+                              verbose=False, logger=LOG)
 
     def attempts(self, exits: ExitSet) -> list[Any]:
         # pyautoattack's order (targets outside, restarts inside), over the ranks 1 .. n of the wrong classes.

@@ -18,6 +18,9 @@ from typing import Any
 
 from ..errors import UsageError, check
 
+WORST = "worst-case"
+PAPER = ("pgd:max-average", "pgd:average")  # the paper's protocol, labelled as such
+
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("compare", help="compare result files: budget savings and anytime accuracy")
@@ -55,7 +58,10 @@ def budget_report(results: Sequence[dict[str, Any]], labels: Sequence[str], curv
     if target is None:
         target = min(max(c["accuracy"]) for c in curves)
     budgets = [budget_to_reach(c["mflops"], c["accuracy"], target) for c in curves]
-    lines = [f"target accuracy {100 * target:.2f}% on curve {curve}"]
+    note = ""
+    if curve.startswith("pgd:") and all("policy-pgd" in r["evaluation"]["budgeted"]["curves"] for r in results):
+        note = " (the paper's protocol; `--curve policy-pgd`: the attacker who knows the exit thresholds)"
+    lines = [f"target accuracy {100 * target:.2f}% on curve {curve}{note}"]
     for lab, b in zip(labels, budgets):
         lines.append(f"  {lab}: " + (f"{b:.2f} MFLOPs" if b is not None else "does not reach the target"))
     a, a_lab = budgets[0], labels[0]
@@ -69,11 +75,14 @@ def budget_report(results: Sequence[dict[str, Any]], labels: Sequence[str], curv
 
 
 def anytime_comparison(results: Sequence[dict[str, Any]], labels: Sequence[str], attack: str | None):
-    """A rich table: one row per result, per-exit top-1 accuracy (%) for ``attack`` (or clean) and the average."""
+    """A rich table: one row per result, per-exit top-1 accuracy (%) for ``attack`` (or clean; ``WORST``: the
+    worst case per exit) and the average."""
     from rich.table import Table
 
     num_exits = max(r["model"]["num_exits"] for r in results)
-    table = Table(title=f"anytime top-1 accuracy (%), {attack or 'clean'}")
+    title = {None: "clean", WORST: "worst case per exit (every attack, seed and candidate)"}.get(
+        attack, f"{attack} (the paper's protocol)" if attack in PAPER else attack)
+    table = Table(title=f"anytime top-1 accuracy (%), {title}")
     table.add_column("result")
     for k in range(num_exits):
         table.add_column(f"exit {k + 1}", justify="right")
@@ -82,6 +91,8 @@ def anytime_comparison(results: Sequence[dict[str, Any]], labels: Sequence[str],
         a = r["evaluation"]["anytime"]
         if attack is None:
             per_exit, avg = a["clean"]["top1"]["per_exit"], a["clean"]["top1"]["avg"]
+        elif attack == WORST and "worst_case" in a:
+            per_exit, avg = a["worst_case"]["top1"]["mean"], a["worst_case"]["top1"]["avg"]["mean"]
         elif attack in a["adversarial"]:
             per_exit, avg = a["adversarial"][attack]["top1"]["mean"], a["adversarial"][attack]["top1"]["avg"]["mean"]
         else:
@@ -121,13 +132,15 @@ def run_compare(args: argparse.Namespace) -> int:
             console.print(line, highlight=False)
     elif args.target is not None or args.plot:
         raise UsageError("not every file has a budgeted evaluation; re-run `neokd-bench eval` with --metrics budgeted")
-    attack = curve if curve != "clean" else None
-    if attack is None:
-        common = [k for k in results[0]["evaluation"]["anytime"]["adversarial"]
-                  if all(k in r["evaluation"]["anytime"]["adversarial"] for r in results)]
-        attack = common[0] if common else None
     console.print(anytime_comparison(results, labels, None))
-    if attack is not None:
+    lacking = [lab for r, lab in zip(results, labels) if "worst_case" not in r["evaluation"]["anytime"]]
+    console.print(anytime_comparison(results, labels, WORST))
+    if lacking:
+        console.print(f"worst case: not recorded in {', '.join(lacking)} (made before results kept per-sample "
+                      f"outcomes); the per-attack tables below can be optimistic", highlight=False)
+    common = [k for k in results[0]["evaluation"]["anytime"]["adversarial"]
+              if all(k in r["evaluation"]["anytime"]["adversarial"] for r in results)]
+    for attack in common:
         console.print(anytime_comparison(results, labels, attack))
     if args.plot:
         written = plot_budgeted(results, args.plot, curve=curve, labels=labels)

@@ -122,8 +122,7 @@ def map_official(model: nn.Module, state_dict: dict[str, Any], where: str = "--i
             raise UsageError(f"{where}: the checkpoint lacks module.{name} (our {key}, shape {tuple(mine.shape)}); "
                              f"it is not the MSDNet this model is (check --model and its options)")
         val = theirs[name]
-        if not isinstance(val, torch.Tensor) or tuple(val.shape) != tuple(mine.shape):
-            shape = tuple(val.shape) if isinstance(val, torch.Tensor) else type(val).__name__
+        if (shape := shape_of(val)) != tuple(mine.shape):
             raise UsageError(f"{where}: module.{name} has shape {shape}, our {key} has {tuple(mine.shape)}; "
                              f"the checkpoint was trained with other MSDNet options (check --model)")
         out[key] = val.to(mine.dtype)
@@ -135,6 +134,11 @@ def map_official(model: nn.Module, state_dict: dict[str, Any], where: str = "--i
     return out
 
 
+def shape_of(value: Any) -> tuple[int, ...] | str:
+    """A tensor's shape, or the type name of anything else (which then matches no shape)."""
+    return tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+
+
 def load_strict(model: nn.Module, state_dict: dict[str, Any], where: str = "--init") -> None:
     """``model.load_state_dict(state_dict)`` with every key and shape checked first: one line naming the first
     missing, unexpected or mis-shaped key."""
@@ -143,9 +147,7 @@ def load_strict(model: nn.Module, state_dict: dict[str, Any], where: str = "--in
         if key not in state_dict:
             raise UsageError(f"{where}: the checkpoint lacks {key} (shape {tuple(mine.shape)}); pass a checkpoint "
                              f"of the same --model and options")
-        val = state_dict[key]
-        if not isinstance(val, torch.Tensor) or tuple(val.shape) != tuple(mine.shape):
-            shape = tuple(val.shape) if isinstance(val, torch.Tensor) else type(val).__name__
+        if (shape := shape_of(state_dict[key])) != tuple(mine.shape):
             raise UsageError(f"{where}: {key} has shape {shape} in the checkpoint, {tuple(mine.shape)} in this "
                              f"model; pass a checkpoint of the same --model and options")
     extra = sorted(set(state_dict) - set(ours))

@@ -161,6 +161,7 @@ def _cases() -> list[tuple[str, str, list[str], str, str]]:
         (["--budget-index", "3"], "--budget-index is read by --metrics efficiency only"),
         (["--seeds", "0,,1"], "--seeds '0,,1' has an empty item"), (["--seeds", "0,0"], "seed 0 is given twice"),
         (["--seeds", "1,2,1"], "seed 1 is given twice"), (["--seeds", "1,"], "has an empty item"),
+        (["--per-exit-limit", "100"], "--per-exit-limit is read by the reference protocol only: add --reference"),
     ]:
         add([*EVAL, *argv], ERR, expect)
     for seeds, expect in [("0,,1", "--attack-seeds '0,,1' has an empty item"), ("3,3", "seed 3 is given twice")]:

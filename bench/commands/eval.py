@@ -109,6 +109,8 @@ class EvalSpec:
                           ("--transfer-limit", args.transfer_limit), ("--batch-size", args.batch_size),
                           ("--val-size", args.val_size), ("--per-exit-limit", args.per_exit_limit)):
             check(val is None or val >= 1, f"{flag} must be at least 1, got {val}")
+        check(args.per_exit_limit is None or args.reference,
+              "--per-exit-limit is read by the reference protocol only: add --reference, or drop --per-exit-limit")
         policy_budgets = parse_policy_budgets(args.policy_budgets)
         check(args.budget_allocations is None or args.budget_allocations >= 2,
               f"--budget-allocations must be at least 2, got {args.budget_allocations}")
@@ -136,7 +138,7 @@ class EvalSpec:
 
     def protocol(self) -> Any:
         """The :class:`~neokd_bench.presets.EvalProtocol` to run: the defaults, the reference protocol with
-        ``--reference``, then the flags given. ``--per-exit-limit`` without ``--reference`` is refused here."""
+        ``--reference``, then the flags given (``--per-exit-limit`` is checked by :meth:`from_args`)."""
         from ..presets import EvalProtocol
 
         proto = EvalProtocol()
@@ -146,7 +148,6 @@ class EvalSpec:
             proto = dataclasses.replace(proto, **REFERENCE_PROTOCOL)
             if self.per_exit_limit is not None:
                 proto = dataclasses.replace(proto, per_exit_limit=self.per_exit_limit)
-        check(self.per_exit_limit is None or self.reference, "--per-exit-limit needs --reference")
         return dataclasses.replace(proto, **{k: v for k, v in {
             "steps": self.steps, "attack_seeds": self.seeds, "test_limit": self.test_limit, "metrics": self.metrics,
             "transfer_limit": self.transfer_limit, "policy": self.policy, "budget_index": self.budget_index,

@@ -16,7 +16,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..leaderboard.aggregate import diff_text, dumps, load_results, make_entries, markdown, metric_values, summarize
+from ..leaderboard.aggregate import (
+    WORST,
+    diff_text,
+    dumps,
+    load_results,
+    make_entries,
+    markdown,
+    metric_values,
+    summarize,
+)
 from ..leaderboard.reported import load_reported
 from ..leaderboard.stats import welch_diff
 from ..safe_io import load_json
@@ -72,11 +81,11 @@ def _measured(paths: list[Path]) -> dict[str, dict]:
 
 
 def paper_table(grid: Grid, runs: Sequence[Run]) -> str:
-    """The grid's table in the paper's layout, as markdown (measured beside reported, with the difference)."""
+    """The grid's table in the paper's layout, as markdown: first the per-exit worst case (the board's headline,
+    which the paper does not report), then each attack of the paper's protocol, measured beside reported."""
     files = [r.eval_result if r.eval_result is not None else r.result for r in runs]
     entries = _measured([p for p in files if p is not None and p.is_file()])
     reported = {(e["table"], e["part"], e["defense"]): e for e in load_reported()}
-    L = grid.num_exits
     paper_ds = {e["dataset"] for key, e in reported.items() if (key[0], key[1]) in grid.reported}
     same_data = not paper_ds or paper_ds == {grid.dataset}
     what_reported = ("the paper's number; `difference` is measured minus reported" if same_data else
@@ -100,38 +109,58 @@ def paper_table(grid: Grid, runs: Sequence[Run]) -> str:
                   "transferability) are in `SUMMARY.md` beside the copied results.", ""]
         return "\n".join(lines)
     parts = grid.attacks or ("clean",)
+    if parts != ("clean",) and any(WORST in e["accuracy"] for e in entries.values()):
+        lines += [f"## {WORST_TITLE}", "", WORST_NOTE, ""]
+        lines += _part_rows(grid, entries, WORST, None, None)
     for i, label in enumerate(parts):
         metric = "clean" if label == "clean" else label
         where = grid.reported[i] if i < len(grid.reported) else None
         head = f"({where[1]}) " if where else ""
         lines += [f"## {head}{'clean accuracy' if metric == 'clean' else metric}"
-                  + (f" (paper Table {where[0]}{where[1]})" if where else ""), "",
-                  "| row | | " + " | ".join(f"exit {k + 1}" for k in range(L)) + " | avg |",
-                  "| --- | --- |" + " --- |" * (L + 1)]
-        base = entries.get("adv")
-        for defense, row in grid.rows():
-            e = entries.get(defense)
-            acc = (e or {}).get("accuracy", {}).get(metric)
-            n = len(e["seeds"]) if e and acc else 0
-            meas = [*(acc["per_exit"] if acc else [None] * L), acc["avg"] if acc else None]
-            rep = reported.get((*where, defense)) if where else None
-            rep_vals = [*(v / 100 for v in rep["top1"]["per_exit"]), rep["top1"]["avg"] / 100] if rep else None
-            lines.append(f"| {row} | measured (n={n}) | " + " | ".join(_cell(m, n) for m in meas) + " |")
-            if rep_vals and len(rep_vals) == L + 1:
-                where_note = "" if same_data else f" ({', '.join(sorted(paper_ds))}, layout only)"
-                lines.append(f"| | reported{where_note} | " + " | ".join(_pct(v) for v in rep_vals) + " |")
-            if rep_vals and len(rep_vals) == L + 1 and same_data:
+                  + (f" (paper Table {where[0]}{where[1]})" if where else ""), ""]
+        rep = {d: reported.get((*where, d)) for d, _ in grid.rows()} if where else None
+        lines += _part_rows(grid, entries, metric, rep, None if same_data else ", ".join(sorted(paper_ds)))
+    return "\n".join(lines)
+
+
+#: The section of the per-exit worst case in a grid's table, and what it is.
+WORST_TITLE = "worst case per exit (the board's headline; not reported by the paper)"
+WORST_NOTE = ("A test image counts at exit k only if exit k is correct on every adversarial example the evaluation "
+              "made for it (every attack, every candidate of max-average, every attack seed, the per-exit attacks "
+              "on the images they ran on). The paper reports no such number, so this part has no `reported` row; "
+              "its protocol's attacks follow, each at or above this one.")
+
+
+def _part_rows(grid: Grid, entries: dict[str, dict], metric: str, reported: dict[str, dict | None] | None,
+               other_data: str | None) -> list[str]:
+    """One part of the table: per row of the grid, measured (and, with ``reported``, the paper's number, and the
+    difference when ``other_data`` is None), then the row against adv and NEO-KD against the row."""
+    L = grid.num_exits
+    lines = ["| row | | " + " | ".join(f"exit {k + 1}" for k in range(L)) + " | avg |",
+             "| --- | --- |" + " --- |" * (L + 1)]
+    base, full = entries.get("adv"), entries.get("neokd")
+    for defense, row in grid.rows():
+        e = entries.get(defense)
+        acc = (e or {}).get("accuracy", {}).get(metric)
+        n = len(e["seeds"]) if e and acc else 0
+        meas = [*(acc["per_exit"] if acc else [None] * L), acc["avg"] if acc else None]
+        rep = (reported or {}).get(defense)
+        rep_vals = [*(v / 100 for v in rep["top1"]["per_exit"]), rep["top1"]["avg"] / 100] if rep else None
+        lines.append(f"| {row} | measured (n={n}) | " + " | ".join(_cell(m, n) for m in meas) + " |")
+        if rep_vals and len(rep_vals) == L + 1:
+            where_note = f" ({other_data}, layout only)" if other_data else ""
+            lines.append(f"| | reported{where_note} | " + " | ".join(_pct(v) for v in rep_vals) + " |")
+            if other_data is None:
                 diffs = [None if not m or m.get("mean") is None else m["mean"] - v for m, v in zip(meas, rep_vals)]
                 lines.append("| | difference | " + " | ".join(
                     "n/a" if d is None else f"{100 * d:+.2f}" for d in diffs) + " |")
-            if base is not None and defense != "adv" and acc and metric in base["accuracy"]:
-                lines.append(_welch_line("vs adv", e, base, metric, L))
-            full = entries.get("neokd")
-            if full is not None and defense not in ("adv", "neokd") and acc and metric in full["accuracy"]:
-                # what NEO-KD's other component adds to this one (Table 6's question)
-                lines.append(_welch_line("NEO-KD vs this", full, e, metric, L))
-        lines.append("")
-    return "\n".join(lines)
+        if base is not None and defense != "adv" and acc and metric in base["accuracy"]:
+            lines.append(_welch_line("vs adv", e, base, metric, L))
+        if full is not None and defense not in ("adv", "neokd") and acc and metric in full["accuracy"]:
+            # what NEO-KD's other component adds to this one (Table 6's question)
+            lines.append(_welch_line("NEO-KD vs this", full, e, metric, L))
+    lines.append("")
+    return lines
 
 
 def _welch_line(label: str, a: dict, b: dict, metric: str, L: int) -> str:

@@ -125,3 +125,36 @@ def test_ablation_rows_say_what_the_missing_component_adds(tmp_path):
     for label in ("Adv. w/o Distill [12]", "NEO-KD (ours)"):  # nothing to compare with itself
         section = text.split(f"| {label} |")[1].split("\n| NKD |" if label.startswith("Adv") else "\n## ")[0]
         assert "NEO-KD vs this" not in section
+
+
+def test_the_worst_case_comes_first_with_no_reported_row_and_below_every_protocol_attack(tmp_path):
+    """On the committed CPU grid: the table opens with the per-exit worst case (the board's headline), whose
+    measured cells are the means of the result files' ``worst_case``, with no number of the paper beside them, and
+    each at or below the same row's cell under every attack of the paper's protocol (per seed the worst case is
+    at or below every attack, so the mean over the same seeds is too)."""
+    grid = get_grid("cpu")
+    runs = plan(grid, tmp_path / "runs")
+    for r in runs:
+        r.folder.mkdir(parents=True)
+        src = CPU / f"{r.defense}-s{r.seed}.json"
+        if src.is_file():
+            shutil.copyfile(src, r.result)
+    text = paper_table(grid, runs)
+    head, rest = text.split("## worst case per exit")
+    assert "\n## (" not in head and rest.index("\n## (a) pgd:max-average") > 0  # first, before the paper's parts
+    section = rest.split("\n## ")[0]
+    assert "reported" not in section.split("\n|", 1)[1]  # the paper has no such number
+    for defense, label in (("adv", "Adv. w/o Distill [12]"), ("neokd", "NEO-KD (ours)")):
+        docs = [json.loads(f.read_text()) for f in sorted(CPU.glob(f"{defense}-s*.json"))]
+        assert len(docs) == 5 and all("worst_case" in d["evaluation"]["anytime"] for d in docs)
+        cells = next(line for line in section.splitlines() if line.startswith(f"| {label} | measured (n=5) |"))
+        cells = [float(c.split("±")[0]) for c in cells.strip("|").split("|")[2:]]
+        for k in range(3):
+            mean = sum(d["evaluation"]["anytime"]["worst_case"]["top1"]["mean"][k] for d in docs) / len(docs)
+            assert cells[k] == pytest.approx(100 * mean, abs=0.005)
+        for attack in ("pgd:max-average", "pgd:average"):
+            part = text.split(f") {attack} (paper")[1].split("\n## ")[0]
+            line = next(x for x in part.splitlines() if x.startswith(f"| {label} | measured (n=5) |"))
+            paper = [float(c.split("±")[0]) for c in line.strip("|").split("|")[2:]]
+            assert all(w <= p for w, p in zip(cells, paper)), (label, attack, cells, paper)
+    assert "| | vs adv |" in section  # NEO-KD against adv under the worst case, with its interval

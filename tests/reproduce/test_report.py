@@ -27,6 +27,19 @@ def smoke_runs(tmp_path):
     return grid, runs
 
 
+@pytest.fixture
+def cpu_table(tmp_path) -> str:
+    """The CPU grid's table, its run folders holding the committed CPU results."""
+    grid = get_grid("cpu")
+    runs = plan(grid, tmp_path / "runs")
+    for r in runs:
+        r.folder.mkdir(parents=True)
+        src = CPU / f"{r.defense}-s{r.seed}.json"
+        if src.is_file():
+            shutil.copyfile(src, r.result)
+    return paper_table(grid, runs)
+
+
 def _row(text: str, part: str, label: str, kind: str) -> list[str]:
     """The cells of one line of a part of the table (``kind`` is measured, reported, difference, vs adv)."""
     section = text.split(f"## ({part})")[1].split("\n## ")[0].splitlines()
@@ -93,19 +106,12 @@ def test_one_seed_claims_neither_a_spread_nor_a_tie(tmp_path):
     assert all(c.endswith("(no interval: fewer than 2 seeds or no spread) undecided") for c in vs_adv), vs_adv
 
 
-def test_ablation_rows_say_what_the_missing_component_adds(tmp_path):
+def test_ablation_rows_say_what_the_missing_component_adds(cpu_table):
     """Table 6's question: on the committed CPU grid, the NKD and EOKD rows carry NEO-KD minus the row, with a
     Welch interval computed here from the per-seed averages of the result files."""
     from scipy import stats
 
-    grid = get_grid("cpu")
-    runs = plan(grid, tmp_path / "runs")
-    for r in runs:
-        r.folder.mkdir(parents=True)
-        src = CPU / f"{r.defense}-s{r.seed}.json"
-        if src.is_file():
-            shutil.copyfile(src, r.result)
-    text = paper_table(grid, runs)
+    text = cpu_table
 
     def avg(defense: str) -> list[float]:
         out = []
@@ -127,34 +133,28 @@ def test_ablation_rows_say_what_the_missing_component_adds(tmp_path):
         assert "NEO-KD vs this" not in section
 
 
-def test_the_worst_case_comes_first_with_no_reported_row_and_below_every_protocol_attack(tmp_path):
+def test_the_worst_case_comes_first_with_no_reported_row_and_below_every_protocol_attack(cpu_table):
     """On the committed CPU grid: the table opens with the per-exit worst case (the board's headline), whose
     measured cells are the means of the result files' ``worst_case``, with no number of the paper beside them, and
     each at or below the same row's cell under every attack of the paper's protocol (per seed the worst case is
     at or below every attack, so the mean over the same seeds is too)."""
-    grid = get_grid("cpu")
-    runs = plan(grid, tmp_path / "runs")
-    for r in runs:
-        r.folder.mkdir(parents=True)
-        src = CPU / f"{r.defense}-s{r.seed}.json"
-        if src.is_file():
-            shutil.copyfile(src, r.result)
-    text = paper_table(grid, runs)
+    text = cpu_table
     head, rest = text.split("## worst case per exit")
     assert "\n## (" not in head and rest.index("\n## (a) pgd:max-average") > 0  # first, before the paper's parts
     section = rest.split("\n## ")[0]
     assert "reported" not in section.split("\n|", 1)[1]  # the paper has no such number
-    for defense, label in (("adv", "Adv. w/o Distill [12]"), ("neokd", "NEO-KD (ours)")):
+    rows = (("adv", "Adv. w/o Distill [12]", 5), ("nkd", "NKD", 3), ("eokd", "EOKD", 3), ("neokd", "NEO-KD (ours)", 5))
+    for defense, label, n in rows:
         docs = [json.loads(f.read_text()) for f in sorted(CPU.glob(f"{defense}-s*.json"))]
-        assert len(docs) == 5 and all("worst_case" in d["evaluation"]["anytime"] for d in docs)
-        cells = next(line for line in section.splitlines() if line.startswith(f"| {label} | measured (n=5) |"))
+        assert len(docs) == n and all("worst_case" in d["evaluation"]["anytime"] for d in docs)
+        cells = next(line for line in section.splitlines() if line.startswith(f"| {label} | measured (n={n}) |"))
         cells = [float(c.split("±")[0]) for c in cells.strip("|").split("|")[2:]]
         for k in range(3):
             mean = sum(d["evaluation"]["anytime"]["worst_case"]["top1"]["mean"][k] for d in docs) / len(docs)
             assert cells[k] == pytest.approx(100 * mean, abs=0.005)
         for attack in ("pgd:max-average", "pgd:average"):
             part = text.split(f") {attack} (paper")[1].split("\n## ")[0]
-            line = next(x for x in part.splitlines() if x.startswith(f"| {label} | measured (n=5) |"))
+            line = next(x for x in part.splitlines() if x.startswith(f"| {label} | measured (n={n}) |"))
             paper = [float(c.split("±")[0]) for c in line.strip("|").split("|")[2:]]
             assert all(w <= p for w, p in zip(cells, paper)), (label, attack, cells, paper)
-    assert "| | vs adv |" in section  # NEO-KD against adv under the worst case, with its interval
+    assert section.count("| | vs adv |") == 3 and section.count("| | NEO-KD vs this |") == 2  # with intervals

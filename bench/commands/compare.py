@@ -17,9 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError, check
-
-WORST = "worst-case"
-PAPER = ("pgd:max-average", "pgd:average")  # the paper's protocol, labelled as such
+from ..leaderboard.aggregate import PAPER_PROTOCOL, WORST
 
 
 def add_parser(sub: Any) -> None:
@@ -81,7 +79,7 @@ def anytime_comparison(results: Sequence[dict[str, Any]], labels: Sequence[str],
 
     num_exits = max(r["model"]["num_exits"] for r in results)
     title = {None: "clean", WORST: "worst case per exit (every attack, seed and candidate)"}.get(
-        attack, f"{attack} (the paper's protocol)" if attack in PAPER else attack)
+        attack, f"{attack} (the paper's protocol)" if attack in PAPER_PROTOCOL else attack)
     table = Table(title=f"anytime top-1 accuracy (%), {title}")
     table.add_column("result")
     for k in range(num_exits):

@@ -2,7 +2,8 @@
 
 **Defense regression** (:func:`defense_rows`). A fresh run is compared with the reference entry of the same
 (dataset, preset, model, defense). For every metric (clean and each attack) and exit, with ``p`` and ``s`` the
-reference's mean and sample standard deviation over its training seeds and ``n`` the fresh run's test-set size::
+reference's mean and sample standard deviation over its training seeds and ``n`` the fresh run's test-set size
+(the worst case per exit is one of the metrics when every reference seed and the fresh run record it)::
 
     tolerance = max(Z_SEED * s, sqrt(p * (1 - p) / n))
 
@@ -49,26 +50,6 @@ def defense_rows(fresh: dict, reference_entry: dict) -> list[dict]:
             delta = now - p
             rows.append({"what": metric, "exit": k + 1, "reference": p, "now": now, "delta": delta,
                          "tolerance": tol, "verdict": "REGRESSION" if delta < -tol else "ok"})
-    return rows
-
-
-def worst_case_rows(fresh: dict, reference_runs: list[dict]) -> list[dict] | None:
-    """Rows of the worst case per exit (``evaluation.anytime.worst_case``) under the defense rule, or None when a
-    side lacks it (a reference made before it was recorded)."""
-    from .stats import mean_std
-
-    now = fresh["evaluation"]["anytime"].get("worst_case")
-    refs = [r["evaluation"]["anytime"].get("worst_case") for r in reference_runs]
-    if not now or not refs or not all(refs):
-        return None
-    n = int(now["n"])
-    rows = []
-    for k, v in enumerate(now["top1"]["mean"]):
-        ms = mean_std([r["top1"]["mean"][k] for r in refs])
-        p, s = ms["mean"], ms["std"]
-        tol = max(Z_SEED * s, math.sqrt(p * (1 - p) / n))
-        rows.append({"what": "worst-case", "exit": k + 1, "reference": p, "now": v, "delta": v - p, "tolerance": tol,
-                     "verdict": "REGRESSION" if v - p < -tol else "ok"})
     return rows
 
 

@@ -50,8 +50,8 @@ def run_check(args: argparse.Namespace) -> int:
 
 
 def _check_defenses(results: list[str], against: str) -> bool:
-    from ..leaderboard.aggregate import entry_key, load_results, make_entries
-    from ..leaderboard.gate import DEFENSE_RULE, defense_rows, format_rows, worst_case_rows
+    from ..leaderboard.aggregate import WORST, entry_key, load_results, make_entries
+    from ..leaderboard.gate import DEFENSE_RULE, defense_rows, format_rows
 
     refs = {(e["dataset"], e["preset"], e["model"], e["defense"]): e for e in make_entries(load_results([against]))}
     failed = False
@@ -62,12 +62,11 @@ def _check_defenses(results: list[str], against: str) -> bool:
             raise UsageError(f"{path}: no reference for dataset {key[0]}, preset {key[1]}, model {key[2]}, defense "
                              f"{key[3]} in {against}; pass the reference folder of that protocol")
         rows = defense_rows(doc, refs[key])
-        worst = worst_case_rows(doc, refs[key].get("_runs") or [])
-        if worst is not None:
-            rows += worst
-        elif doc["evaluation"]["anytime"].get("worst_case"):
-            print(f"{path}: the reference of {key[3]} records no worst case per exit (made before it was recorded); "
-                  "compared the rest")
+        fresh_worst, ref_worst = bool(doc["evaluation"]["anytime"].get("worst_case")), WORST in refs[key]["accuracy"]
+        if fresh_worst != ref_worst:
+            print(f"{path}: " + (f"the reference of {key[3]} records no worst case per exit (made before it was "
+                                 "recorded)" if fresh_worst else "this result records no worst case per exit (made "
+                                 "before it was recorded; rerun its evaluation to gate it)") + "; compared the rest")
         bad = [r for r in rows if r["verdict"] != "ok"]
         print(f"{path} against {len(refs[key]['seeds'])} reference seeds of {key[3]} ({key[0]}/{key[1]}):")
         for line in format_rows(rows):

@@ -127,7 +127,7 @@ def test_an_attack_beyond_the_threat_model_does_not_join():
 
 
 def _committed_results() -> list[Path]:
-    folders = ("leaderboard/results", "leaderboard/efficiency", "leaderboard/gate", "leaderboard/pending")
+    folders = ("leaderboard/results", "leaderboard/efficiency", "leaderboard/gate")
     return sorted(p for folder in folders
                   for p in (ROOT / folder).rglob("*.json") if p.name not in ("attack-gate.json", "summary.json"))
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from neokd_bench.cli import main
-from neokd_bench.leaderboard.aggregate import load_results, make_entries
+from neokd_bench.leaderboard.aggregate import WORST, load_results, make_entries
 from neokd_bench.leaderboard.gate import defense_rows
 
 from .conftest import ROOT, write_json
@@ -29,6 +29,8 @@ def _typical_run(reference: Path, defense: str = "adv") -> tuple[dict, dict]:
     for label, e in doc["evaluation"]["anytime"]["adversarial"].items():
         e["top1"]["mean"] = [c["mean"] for c in acc[label]["per_exit"]]
         e["top1"]["per_seed"] = [e["top1"]["mean"]]
+    if WORST in acc:
+        doc = _with_worst_case(doc, [c["mean"] for c in acc[WORST]["per_exit"]])
     return doc, entry
 
 
@@ -98,24 +100,39 @@ def _with_worst_case(doc: dict, per_exit: list[float]) -> dict:
     return doc
 
 
-def test_worst_case_is_compared_when_both_sides_have_it(reference_copy):
-    from neokd_bench.leaderboard.gate import worst_case_rows
-
+def test_the_worst_case_is_gated_once_per_exit_and_a_drop_at_one_exit_fails(reference_copy, tmp_path, capsys):
     doc, entry = _typical_run(reference_copy)
     L = doc["model"]["num_exits"]
-    assert worst_case_rows(doc, entry["_runs"]) is None  # the committed references predate it
-    refs = [_with_worst_case(r, [0.5] * L) for r in entry["_runs"]]
-    assert all(r["verdict"] == "ok" for r in worst_case_rows(_with_worst_case(doc, [0.5] * L), refs))
-    rows = worst_case_rows(_with_worst_case(doc, [0.5] * (L - 1) + [0.4]), refs)
-    assert [r["verdict"] for r in rows] == ["ok"] * (L - 1) + ["REGRESSION"]  # 10 points > sqrt(.25/n)
+    assert WORST in entry["accuracy"]  # the committed references record it
+    ok = write_json(tmp_path / "typical.json", doc)
+    assert main(["check", str(ok), "--against", str(reference_copy)]) == 0
+    table = [line.split() for line in capsys.readouterr().out.splitlines()]
+    assert [row[1] for row in table if row and row[0] == WORST] == [str(k + 1) for k in range(L)]  # once each
+
+    worst = next(r for r in defense_rows(doc, entry) if r["what"] == WORST and r["exit"] == L)
+    bad = _with_worst_case(doc, [r["mean"] for r in entry["accuracy"][WORST]["per_exit"][:-1]]
+                           + [worst["reference"] - worst["tolerance"] - 0.01])
+    assert main(["check", str(write_json(tmp_path / "bad.json", bad)), "--against", str(reference_copy)]) == 1
+    out = capsys.readouterr().out
+    assert f"regression: adv {WORST} exit {L} fell" in out and out.count("REGRESSION") == 1
 
 
-def test_a_reference_without_worst_case_is_said_in_one_line(reference_copy, tmp_path, capsys):
+@pytest.mark.parametrize("side", ["reference", "fresh"])
+def test_a_side_without_the_worst_case_is_said_in_one_line(reference_copy, tmp_path, capsys, side):
     doc, _ = _typical_run(reference_copy)
-    fresh = write_json(tmp_path / "fresh.json", _with_worst_case(doc, [0.5] * doc["model"]["num_exits"]))
+    if side == "reference":
+        for p in reference_copy.glob("*.json"):
+            ref = json.loads(p.read_text())
+            del ref["evaluation"]["anytime"]["worst_case"]
+            write_json(p, ref)
+    else:
+        del doc["evaluation"]["anytime"]["worst_case"]
+    fresh = write_json(tmp_path / "fresh.json", doc)
     assert main(["check", str(fresh), "--against", str(reference_copy)]) == 0
     out = capsys.readouterr().out
-    assert sum("records no worst case per exit" in line for line in out.splitlines()) == 1
+    said = "the reference of adv records no worst case" if side == "reference" else "this result records no worst"
+    assert sum(said in line for line in out.splitlines()) == 1
+    assert not any(line.split()[:1] == [WORST] for line in out.splitlines())
 
 
 def test_attack_gate_rows_compare_the_worst_case():

@@ -65,7 +65,8 @@ def test_measured_beside_reported_with_the_difference_and_the_interval(smoke_run
     comp = next(c for t in summary["tables"] if t["attack"] == "pgd:average" for c in t["comparisons"]
                 if (c["defense"], c["against"], c["exit"]) == ("neokd", "adv", "avg"))
     assert _row(text, "b", "NEO-KD (ours)", "vs adv")[-1] == diff_text(comp)
-    adv_rows = text.split("| Adv. w/o Distill [12] | measured (n=3) |")[1].split("| SKD [24] |")[0]
+    table_b = text.split("\n## (b) ")[1]
+    adv_rows = table_b.split("| Adv. w/o Distill [12] | measured (n=3) |")[1].split("| SKD [24] |")[0]
     assert "| reported (cifar10, layout only) |" in adv_rows and "vs adv" not in adv_rows  # not vs itself
 
 

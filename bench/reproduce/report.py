@@ -2,7 +2,7 @@
 
 :func:`publish` copies every finished run's ``result.json`` to ``<board>/<defense>-s<seed>.json`` (paths
 made portable, as on every write), writes the folder's ``SUMMARY.md`` / ``summary.json`` / budgeted plot with
-the leaderboard layer (:func:`write_summary`, the code of ``scripts/reference_results.py`` and of the site),
+the leaderboard layer (:func:`write_summary`, the code of the site),
 and :func:`paper_table` writes the table as the paper lays it out: per row, the measured mean ± std over
 training seeds, the paper's reported number, and the 95% Welch interval of the difference against ``adv`` (a
 lead whose interval straddles zero is a tie). Reported numbers come from ``leaderboard/reported/``. Measured

@@ -88,8 +88,9 @@ def paper_table(grid: Grid, runs: Sequence[Run]) -> str:
     reported = {(e["table"], e["part"], e["defense"]): e for e in load_reported()}
     paper_ds = {e["dataset"] for key, e in reported.items() if (key[0], key[1]) in grid.reported}
     same_data = not paper_ds or paper_ds == {grid.dataset}
+    paper_names = ", ".join(sorted(paper_ds))
     what_reported = ("the paper's number; `difference` is measured minus reported" if same_data else
-                     f"the paper's number on {', '.join(sorted(paper_ds))}, shown for the layout only (no difference "
+                     f"the paper's number on {paper_names}, shown for the layout only (no difference "
                      f"is computed across datasets)")
     lines = [f"# {grid.title}", "",
              f"Measured here: dataset `{grid.dataset}`, preset `{grid.preset}`, trained with the {grid.train_attack} "
@@ -100,7 +101,7 @@ def paper_table(grid: Grid, runs: Sequence[Run]) -> str:
              f"the row lacks adds, the question of the paper's Table 6).",
              ""]
     if not same_data:
-        lines += [f"The reported numbers are the paper's on {', '.join(sorted(paper_ds))}, not on "
+        lines += [f"The reported numbers are the paper's on {paper_names}, not on "
                   f"{grid.dataset}: compare the layout and the ordering of rows, not the values.", ""]
     if grid.note:
         lines += [f"Note: {grid.note}.", ""]
@@ -119,7 +120,7 @@ def paper_table(grid: Grid, runs: Sequence[Run]) -> str:
         lines += [f"## {head}{'clean accuracy' if metric == 'clean' else metric}"
                   + (f" (paper Table {where[0]}{where[1]})" if where else ""), ""]
         rep = {d: reported.get((*where, d)) for d, _ in grid.rows()} if where else None
-        lines += _part_rows(grid, entries, metric, rep, None if same_data else ", ".join(sorted(paper_ds)))
+        lines += _part_rows(grid, entries, metric, rep, None if same_data else paper_names)
     return "\n".join(lines)
 
 
